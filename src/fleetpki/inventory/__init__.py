@@ -1,0 +1,307 @@
+"""The inventory: one row per certificate ever issued, and an audit log.
+
+A row is committed before its certificate file is written; serials and fingerprints are unique
+constraints, and at most one active device certificate exists per (project, certificate ID).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from fleetpki import db
+from fleetpki.errors import ConflictError, NotFoundError
+from fleetpki.inventory.schema import audit_log, certificates, metadata
+from fleetpki.naming import parse_device_subject
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD = "0001"
+
+__all__ = ["HEAD", "Inventory", "IssuedRecord", "audit_log", "certificates", "metadata"]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedRecord:
+    """What the inventory stores about one certificate."""
+
+    serial: str
+    kind: str
+    project: str | None
+    certificate_id: str | None
+    subject: str
+    issuer_ca: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint_sha256: str
+    der: bytes
+    status: str = "active"
+
+    @classmethod
+    def from_certificate(
+        cls, cert: x509.Certificate, *, kind: str, issuer_ca: str, der: bytes | None = None
+    ) -> IssuedRecord:
+        der = der if der is not None else cert.public_bytes(serialization.Encoding.DER)
+        project = certificate_id = None
+        if kind == "device":
+            name = parse_device_subject(cert.subject)
+            project, certificate_id = name.project_slug, name.certificate_id
+        return cls(
+            serial=f"{cert.serial_number:x}",
+            kind=kind,
+            project=project,
+            certificate_id=certificate_id,
+            subject=cert.subject.rfc4514_string(),
+            issuer_ca=issuer_ca,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            der=der,
+        )
+
+    def row(self, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "kind": self.kind,
+            "project": self.project,
+            "certificate_id": self.certificate_id,
+            "subject": self.subject,
+            "issuer_ca": self.issuer_ca,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "der": self.der,
+            "status": self.status,
+            "created_at": now,
+        }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+class Inventory:
+    """Issued certificates and the audit log, in SQLite (default) or any SQLAlchemy URL."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = db.create_engine(url)
+        db.upgrade(self.engine, MIGRATIONS, HEAD)
+
+    @classmethod
+    def at(cls, path: Path) -> Inventory:
+        return cls(db.sqlite_url(path))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def record(
+        self, records: Sequence[IssuedRecord], *, renew: bool = False, action: str = "issue"
+    ) -> None:
+        """Insert ``records`` in one transaction, or none of them.
+
+        A device record for a (project, certificate ID) that has an active certificate raises
+        ConflictError unless ``renew``, which marks the old one superseded in the same transaction.
+        """
+        now = _now()
+        try:
+            with self.engine.begin() as conn:
+                for rec in records:
+                    if rec.kind == "device":
+                        self._supersede_or_refuse(conn, rec, renew, now)
+                conn.execute(certificates.insert(), [rec.row(now) for rec in records])
+                conn.execute(
+                    audit_log.insert(),
+                    [
+                        {
+                            "time": now,
+                            "action": action,
+                            "serial": rec.serial,
+                            "detail": json.dumps(
+                                {
+                                    "subject": rec.subject,
+                                    "issuer_ca": rec.issuer_ca,
+                                    "kind": rec.kind,
+                                }
+                            ),
+                        }
+                        for rec in records
+                    ],
+                )
+        except sa.exc.IntegrityError as exc:
+            text = db.short_db_error(exc)
+            if "serial" in text:
+                raise ConflictError("serial number collision; retry") from None
+            if "fingerprint" in text:
+                raise ConflictError("this exact certificate is already in the inventory") from None
+            raise ConflictError(
+                "an active certificate exists for this certificate ID (use --renew)"
+            ) from None
+
+    @staticmethod
+    def _supersede_or_refuse(
+        conn: sa.Connection, rec: IssuedRecord, renew: bool, now: dt.datetime
+    ) -> None:
+        active = conn.execute(
+            sa.select(certificates.c.serial).where(
+                certificates.c.kind == "device",
+                certificates.c.project == rec.project,
+                certificates.c.certificate_id == rec.certificate_id,
+                certificates.c.status == "active",
+            )
+        ).scalar()
+        if active is None:
+            return
+        if not renew:
+            raise ConflictError(
+                f"certificate ID {rec.certificate_id!r} in project {rec.project!r} already has an "
+                f"active certificate (serial {active}); use --renew to replace it"
+            )
+        conn.execute(
+            certificates.update().where(certificates.c.serial == active).values(status="superseded")
+        )
+        conn.execute(
+            audit_log.insert().values(
+                time=now, action="supersede", serial=active, detail=json.dumps({"by": rec.serial})
+            )
+        )
+
+    def revoke(self, serial: str, reason: str = "unspecified") -> dict[str, Any]:
+        """Mark a certificate revoked; raises NotFoundError, ConflictError if already revoked."""
+        now = _now()
+        with self.engine.begin() as conn:
+            row = (
+                conn.execute(sa.select(certificates).where(certificates.c.serial == serial.lower()))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFoundError(f"no certificate with serial {serial} in the inventory")
+            if row["status"] == "revoked":
+                raise ConflictError(f"certificate {serial} is already revoked")
+            conn.execute(
+                certificates.update()
+                .where(certificates.c.id == row["id"])
+                .values(status="revoked", revoked_at=now, revocation_reason=reason)
+            )
+            conn.execute(
+                audit_log.insert().values(
+                    time=now,
+                    action="revoke",
+                    serial=row["serial"],
+                    detail=json.dumps({"reason": reason}),
+                )
+            )
+            return {
+                **self._public(row),
+                "status": "revoked",
+                "revoked_at": now,
+                "revocation_reason": reason,
+            }
+
+    # -- reads -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _public(row: Any) -> dict[str, Any]:
+        out = {k: row[k] for k in row.keys() if k not in ("der", "id")}
+        for key in ("not_before", "not_after", "revoked_at", "created_at"):
+            out[key] = _aware(out.get(key))
+        return out
+
+    def find(
+        self,
+        *,
+        serial: str | None = None,
+        project: str | None = None,
+        certificate_id: str | None = None,
+        status: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = sa.select(certificates)
+        if serial is not None:
+            query = query.where(certificates.c.serial == serial.lower())
+        if project is not None:
+            query = query.where(certificates.c.project == project)
+        if certificate_id is not None:
+            query = query.where(certificates.c.certificate_id == certificate_id)
+        if status is not None:
+            query = query.where(certificates.c.status == status)
+        with self.engine.connect() as conn:
+            return [
+                self._public(r) for r in conn.execute(query.order_by(certificates.c.id)).mappings()
+            ]
+
+    def list(
+        self,
+        *,
+        project: str | None = None,
+        expiring_within: int | None = None,
+        kind: str | None = None,
+        include_inactive: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Inventory rows, oldest first; ``expiring_within`` days keeps active ones ending soon."""
+        query = sa.select(certificates)
+        if project is not None:
+            query = query.where(certificates.c.project == project)
+        if kind is not None:
+            query = query.where(certificates.c.kind == kind)
+        if expiring_within is not None:
+            limit = _now() + dt.timedelta(days=expiring_within)
+            query = query.where(
+                certificates.c.not_after <= limit, certificates.c.status == "active"
+            )
+        elif not include_inactive:
+            query = query.where(certificates.c.status == "active")
+        with self.engine.connect() as conn:
+            return [
+                self._public(r) for r in conn.execute(query.order_by(certificates.c.id)).mappings()
+            ]
+
+    def revoked_by(self, issuer_ca: str) -> list[tuple[int, dt.datetime, str]]:
+        """(serial, revocation time, reason) of every revoked certificate ``issuer_ca`` issued."""
+        query = sa.select(
+            certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason
+        ).where(certificates.c.issuer_ca == issuer_ca, certificates.c.status == "revoked")
+        with self.engine.connect() as conn:
+            return [
+                (int(s, 16), _aware(t) or _now(), r or "unspecified")
+                for s, t, r in conn.execute(query)
+            ]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(certificates)).scalar() or 0
+            )
+
+    def audit(self, action: str, detail: dict[str, Any], serial: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                audit_log.insert().values(
+                    time=_now(), action=action, serial=serial, detail=json.dumps(detail)
+                )
+            )
+
+    def existing_serials(self, serials: Iterable[str]) -> set[str]:
+        wanted = list(serials)
+        with self.engine.connect() as conn:
+            return {
+                s
+                for (s,) in conn.execute(
+                    sa.select(certificates.c.serial).where(certificates.c.serial.in_(wanted))
+                )
+            }
