@@ -1,4 +1,4 @@
-"""The one exception family: every user-facing failure is a FleetPKIError with a one-line message."""
+"""The one exception family: every user-facing failure is a FleetPKIError, one line long."""
 
 
 class FleetPKIError(Exception):

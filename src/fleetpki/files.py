@@ -12,7 +12,7 @@ from fleetpki.errors import ConflictError, FleetPKIError
 
 
 def check_writable(path: Path, *, force: bool = False) -> None:
-    """Raise before any work is done if ``path`` exists (without ``force``) or its folder doesn't."""
+    """Raise before any work if ``path`` exists (and not ``force``) or its folder is missing."""
     if path.exists() and not force:
         raise ConflictError(f"{path} already exists (use --force to overwrite)")
     if not path.parent.is_dir():

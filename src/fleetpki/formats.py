@@ -145,15 +145,14 @@ def identify_der(der: bytes) -> Block:
         except ValueError:
             continue
         return Block(label, der)
-    label = _der_key_label(der)
-    if label is not None:
-        if label in ("PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"):
-            try:
-                serialization.load_der_private_key(der, password=None)
-            except (ValueError, TypeError):
-                label = None
-        if label is not None:
-            return Block(label, der)
+    key_label = _der_key_label(der)
+    if key_label in ("PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"):
+        try:
+            serialization.load_der_private_key(der, password=None)
+        except (ValueError, TypeError):
+            key_label = None
+    if key_label is not None:
+        return Block(key_label, der)
     raise InputError("not a certificate, CSR, CRL or key in PEM or DER form")
 
 

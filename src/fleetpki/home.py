@@ -119,13 +119,18 @@ class Home:
     @cached_property
     def inventory(self) -> Inventory:
         self.ensure()
-        return Inventory.at(self.path / "inventory.sqlite3")
+        path = self.path / "inventory.sqlite3"
+        if not path.exists():
+            # SQLite creates its -wal/-shm files with the database's mode: private from the start.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        return Inventory.at(path)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """An exclusive lock on the home, for changes to CA folders and CRL numbers."""
         self.ensure()
-        with open(self.path / ".lock", "a") as handle:
+        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,7 +272,7 @@ class Inventory:
                 self._public(r) for r in conn.execute(query.order_by(certificates.c.id)).mappings()
             ]
 
-    def revoked_by(self, issuer_ca: str) -> list[tuple[int, dt.datetime, str]]:
+    def revoked_by(self, issuer_ca: str) -> builtins.list[tuple[int, dt.datetime, str]]:
         """(serial, revocation time, reason) of every revoked certificate ``issuer_ca`` issued."""
         query = sa.select(
             certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason
