@@ -1,0 +1,265 @@
+"""Shared pieces of the CoAPS tests: PKI material, a server on an ephemeral port, a DTLS client."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+
+from fleetpki.csr import check_csr, create_csr
+from fleetpki.home import Home
+from fleetpki.keys import generate_private_key
+from fleetpki.platform.transports.coaps import CoapsServer
+from fleetpki.platform.transports.dtls import (
+    DTLS1_2_VERSION,
+    DtlsSettings,
+    pack_datagrams,
+    split_records,
+)
+
+PROJECT = "acme"
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: Any) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass
+class DeviceFiles:
+    cert: Path
+    key: Path
+    certificate_id: str
+
+
+class Pki:
+    """A fleetpki home with a root and an intermediate, issuing device certificates into ``dir``."""
+
+    def __init__(self, directory: Path, name: str = "fleet") -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.home = Home(directory / f"home-{name}")
+        self.root = self.home.init_root(f"{name}-root", passphrase=None)
+        self.ca = self.home.create_intermediate(
+            f"{name}-int", parent=f"{name}-root", parent_passphrase=None, passphrase=None
+        )
+        self.root_file = directory / f"{name}-root.pem"
+        self.root_file.write_bytes(pem(self.root.certificate))
+
+    def device(
+        self,
+        certificate_id: str,
+        *,
+        project: str = PROJECT,
+        key_type: str = "p256",
+        expired: bool = False,
+        chain: bool = True,
+    ) -> DeviceFiles:
+        """Key + certificate (leaf, then the intermediate when ``chain``) for one device."""
+        key = generate_private_key(key_type)
+        csr = create_csr(key, project, certificate_id)
+        if expired:
+            past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+            cert = self.ca.issue(check_csr(csr, project), days=2, now=past)
+        else:
+            cert = self.home.sign(self.ca, csr, project_slug=project, renew=True)
+        cert_file = self.dir / f"{certificate_id}.crt.pem"
+        key_file = self.dir / f"{certificate_id}.key.pem"
+        cert_file.write_bytes(pem(cert) + (pem(self.ca.certificate) if chain else b""))
+        key_file.write_bytes(key_pem(key))
+        return DeviceFiles(cert_file, key_file, certificate_id)
+
+
+def openssl_recipe_device(directory: Path, project: str, certificate_id: str) -> DeviceFiles:
+    """The seed's plain openssl recipe: req -x509 root, v1 device certificate from x509 -req."""
+
+    def run(*args: str) -> None:
+        subprocess.run(args, cwd=directory, check=True, capture_output=True)
+
+    run("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "root.key")
+    run("openssl", "req", "-x509", "-new", "-key", "root.key", "-subj", "/CN=Seed Root",
+        "-days", "365", "-out", "root.pem")  # fmt: skip
+    run("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "device.key")
+    subject = f"/O={project}/CN={certificate_id}"
+    run("openssl", "req", "-new", "-key", "device.key", "-subj", subject, "-out", "device.csr")
+    run("openssl", "x509", "-req", "-in", "device.csr", "-CA", "root.pem", "-CAkey", "root.key",
+        "-CAcreateserial", "-days", "365", "-out", "device.pem")  # fmt: skip
+    return DeviceFiles(directory / "device.pem", directory / "device.key", certificate_id)
+
+
+class ServerThread:
+    """A CoapsServer on 127.0.0.1:<ephemeral> with its own event loop in a thread."""
+
+    def __init__(
+        self,
+        authenticator: Any,
+        resources: Any,
+        certfile: Path,
+        keyfile: Path,
+        settings: DtlsSettings | None = None,
+    ) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server: CoapsServer | None = None
+        self.port = 0
+        started = threading.Event()
+        self._args = (authenticator, resources, certfile, keyfile, settings)
+        self._task: asyncio.Task[None] | None = None
+        self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self.thread.start()
+        started.wait(10)
+        assert self.port, "CoAPS server did not start"
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            authenticator, resources, certfile, keyfile, settings = self._args
+            self.server = CoapsServer(
+                authenticator, resources, certfile=certfile, keyfile=keyfile, settings=settings
+            )
+            _host, self.port = await self.server.start("127.0.0.1", 0)
+            started.set()
+            await self.server.serve()
+
+        self._task = self.loop.create_task(main())
+        try:
+            self.loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the server's loop and return its result."""
+        done: dict[str, Any] = {}
+        event = threading.Event()
+
+        def wrapper() -> None:
+            done["value"] = fn(*args)
+            event.set()
+
+        self.loop.call_soon_threadsafe(wrapper)
+        event.wait(10)
+        return done["value"]
+
+    def session_count(self) -> int:
+        assert self.server is not None and self.server.endpoint is not None
+        return int(self.call(lambda: len(self.server.endpoint.sessions)))  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self.loop.call_soon_threadsafe(self._task.cancel)
+        self.thread.join(10)
+
+
+def coap_client(
+    binary: str,
+    device: DeviceFiles,
+    ca_file: Path,
+    port: int,
+    path: str,
+    *,
+    method: str = "get",
+    payload: str | None = None,
+    timeout: int = 10,
+) -> subprocess.CompletedProcess[str]:
+    """libcoap's coap-client as a device (``-B`` bounds its wait)."""
+    args = [binary, "-m", method, "-c", str(device.cert), "-j", str(device.key),
+            "-C", str(ca_file), "-B", "5"]  # fmt: skip
+    if payload is not None:
+        args += ["-e", payload]
+    args.append(f"coaps://127.0.0.1:{port}/{path}")
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DtlsClient:
+    """A pyOpenSSL DTLS 1.2 client over a plain UDP socket (tests and the benchmark)."""
+
+    def __init__(self, port: int, cert: Path | None, key: Path | None, ca_file: Path) -> None:
+        ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+        ctx.set_min_proto_version(DTLS1_2_VERSION)
+        ctx.set_max_proto_version(DTLS1_2_VERSION)
+        if cert is not None and key is not None:
+            ctx.use_certificate_chain_file(str(cert))
+            ctx.use_privatekey_file(str(key))
+        ctx.load_verify_locations(str(ca_file))
+        ctx.set_verify(SSL.VERIFY_PEER, lambda *_: True)
+        self.conn = SSL.Connection(ctx, None)
+        self.conn.set_connect_state()
+        self.conn.set_ciphertext_mtu(1200)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.settimeout(0.5)
+
+    def _flush(self) -> None:
+        data = b""
+        while True:
+            try:
+                data += self.conn.bio_read(65536)
+            except SSL.WantReadError:
+                break
+        for datagram in pack_datagrams(split_records(data)):
+            self.sock.send(datagram)
+
+    def handshake(self, deadline: float = 5.0) -> None:
+        """Complete the handshake; raises SSL.Error (e.g. the server's alert) or TimeoutError."""
+        end = time.monotonic() + deadline
+        while True:
+            try:
+                self.conn.do_handshake()
+                self._flush()
+                return
+            except SSL.WantReadError:
+                self._flush()
+            try:
+                self.conn.bio_write(self.sock.recv(65536))
+            except TimeoutError:
+                self.conn.DTLSv1_handle_timeout()
+            if time.monotonic() > end:
+                raise TimeoutError("DTLS handshake did not complete")
+
+    def request(self, message: aiocoap.Message) -> aiocoap.Message:
+        self.conn.write(message.encode())
+        self._flush()
+        while True:
+            self.conn.bio_write(self.sock.recv(65536))
+            try:
+                return aiocoap.Message.decode(self.conn.recv(65536))
+            except SSL.WantReadError:
+                continue
+
+    def get_json(self, path: str) -> Any:
+        reply = self.request(aiocoap.Message(code=aiocoap.GET, uri_path=(path,), mid=1, token=b"t"))
+        return json.loads(reply.payload)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def stop_all(servers: Iterator[ServerThread]) -> None:
+    for server in servers:
+        server.stop()
