@@ -7,7 +7,9 @@ or above (asserted in tests/test_lint.py).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -38,6 +40,7 @@ class Profile:
     default_days: int
     is_ca: bool
     path_length: int | None
+    extended_key_usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH
 
     def key_usage(self) -> x509.KeyUsage:
         """keyCertSign + cRLSign for CAs, digitalSignature for devices."""
@@ -88,7 +91,7 @@ class Profile:
         )
         if not self.is_ca:
             builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+                x509.ExtendedKeyUsage([self.extended_key_usage]), critical=False
             )
         builder = builder.add_extension(
             x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
@@ -115,3 +118,22 @@ def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdent
 ROOT = Profile(name="root", default_days=7300, is_ca=True, path_length=None)
 INTERMEDIATE = Profile(name="intermediate", default_days=3650, is_ca=True, path_length=0)
 DEVICE = Profile(name="device", default_days=3650, is_ca=False, path_length=None)
+# The platform's own TLS server certificate; callers add server_alt_names() to the builder.
+SERVER = Profile(
+    name="server",
+    default_days=397,
+    is_ca=False,
+    path_length=None,
+    extended_key_usage=ExtendedKeyUsageOID.SERVER_AUTH,
+)
+
+
+def server_alt_names(names: Iterable[str]) -> x509.SubjectAlternativeName:
+    """subjectAltName for a server: IP addresses as iPAddress, everything else as dNSName."""
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)

@@ -1,0 +1,168 @@
+"""The one authentication pipeline: presented chain → DeviceIdentity or Refusal (any transport).
+
+1. the transport's handshake proved possession of the leaf's key;
+2. the leaf's O names the project (unknown → refused);
+3. a path to an enabled CA certificate of that project only (fleetpki.verify.build_path):
+   signatures, validity, CA flags, path lengths; device-leaf policy;
+4. revocation by the project's CRLs; disabled devices refused;
+5. the certificate-ID rules (provisioning.py);
+6. every attempt is recorded as an auth event with its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from fleetpki.errors import FleetPKIError, VerificationError
+from fleetpki.naming import parse_device_subject, validate_certificate_id
+from fleetpki.platform.events import EventRecorder
+from fleetpki.platform.identity import DeviceIdentity, PresentedChain, Refusal
+from fleetpki.platform.provisioning import DeviceRecord, find_device, resolve_device
+from fleetpki.platform.store import Store
+from fleetpki.platform.trust import ProjectTrust, TrustCache
+from fleetpki.verify import VerifiedPath, build_path, check_device_leaf, check_revocation, describe
+
+log = logging.getLogger("fleetpki.platform")
+MAX_PRESENTED = 8  # certificates a device may send; more is refused before any work
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, device_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.device_id = device_id
+
+
+def _chain_key(presented: PresentedChain) -> bytes:
+    return b"".join(
+        c.public_bytes(Encoding.DER) for c in (presented.leaf, *presented.intermediates)
+    )
+
+
+class PlatformAuthenticator:
+    """The Authenticator of fleetpki.platform.identity, over a Store."""
+
+    def __init__(self, store: Store, trust: TrustCache, recorder: EventRecorder) -> None:
+        self.store = store
+        self.trust = trust
+        self.recorder = recorder
+
+    def authenticate(
+        self, presented: PresentedChain | None, *, transport: str, peer: str
+    ) -> DeviceIdentity | Refusal:
+        """Run the pipeline and record the attempt; never raises for a bad chain."""
+        now = dt.datetime.now(dt.UTC)
+        project_id = certificate_id = serial = None
+        device_id = None
+        try:
+            if presented is None:
+                raise _Refused("no client certificate")
+            serial = f"{presented.leaf.serial_number:x}"
+            try:
+                name = parse_device_subject(presented.leaf.subject)
+            except (FleetPKIError, ValueError) as exc:
+                raise _Refused(f"unreadable subject: {exc}") from None
+            project_id, certificate_id = name.project_slug, name.certificate_id
+            identity = self._decide(presented, project_id, certificate_id, now)
+            device_id = identity.device_id
+            result: DeviceIdentity | Refusal = identity
+            reason = "accepted"
+        except _Refused as refused:
+            reason, device_id = refused.reason, refused.device_id
+            result = Refusal(reason)
+        except Exception as exc:  # a database outage must refuse, not crash the transport
+            log.exception("authentication failed unexpectedly")
+            reason = f"internal error ({type(exc).__name__})"
+            result = Refusal(reason)
+        self.recorder.record(
+            {
+                "time": now,
+                "project_id": (project_id or None) and project_id[:63],
+                "outcome": "accepted" if isinstance(result, DeviceIdentity) else "refused",
+                "reason": reason[:1000],
+                "certificate_id": certificate_id[:200] if certificate_id else None,
+                "serial": serial,
+                "transport": transport[:16],
+                "peer": peer[:100],
+                "device_id": device_id,
+            },
+            seen_device=device_id if isinstance(result, DeviceIdentity) else None,
+        )
+        return result
+
+    def _decide(
+        self,
+        presented: PresentedChain,
+        project_id: str | None,
+        certificate_id: str | None,
+        now: dt.datetime,
+    ) -> DeviceIdentity:
+        if not project_id:
+            raise _Refused("certificate subject has no O (project)")
+        trust = self.trust.project(project_id)
+        if trust is None:
+            raise _Refused(f"unknown project {project_id[:63]!r}")
+        if len(presented.intermediates) >= MAX_PRESENTED:
+            raise _Refused(f"too many certificates presented ({len(presented.intermediates) + 1})")
+        self._verify(presented, trust, now)
+        if not certificate_id:
+            raise _Refused("certificate subject has no CN (certificate ID)")
+        try:
+            validate_certificate_id(certificate_id)
+        except FleetPKIError as exc:
+            raise _Refused(str(exc)) from None
+        device = self._device(project_id, certificate_id)
+        if not device.enabled:
+            raise _Refused(f"device {device.name!r} is disabled", device.id)
+        return DeviceIdentity(project_id, device.id, device.name, certificate_id)
+
+    def _verify(self, presented: PresentedChain, trust: ProjectTrust, now: dt.datetime) -> None:
+        key = _chain_key(presented)
+        path = trust.verified.get(key)
+        if path is not None and all(
+            c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in path.certificates
+        ):
+            return
+        if not trust.anchors and not trust.disabled:
+            raise _Refused(f"project {trust.project_id!r} has no CA certificate")
+        try:
+            path = build_path(presented.leaf, presented.intermediates, trust.anchors, at=now)
+            check_device_leaf(presented.leaf, trust.project_id)
+            check_revocation(path, trust.crls, at=now)
+        except VerificationError as exc:
+            raise _Refused(self._explain(presented, trust, now, str(exc))) from None
+        trust.remember(key, path)
+
+    @staticmethod
+    def _explain(
+        presented: PresentedChain, trust: ProjectTrust, now: dt.datetime, reason: str
+    ) -> str:
+        # Say "disabled" when the chain would verify against a disabled CA of the project.
+        if trust.disabled and "not found" in reason:
+            try:
+                path: VerifiedPath = build_path(
+                    presented.leaf, presented.intermediates, trust.disabled, at=now
+                )
+            except VerificationError:
+                return reason
+            anchor = describe(path.anchor)
+            return f"CA certificate {anchor} is disabled in project {trust.project_id!r}"
+        return reason
+
+    def _device(self, project_id: str, certificate_id: str) -> DeviceRecord:
+        cached = self.trust.device(project_id, certificate_id)
+        if cached is not None:
+            return cached
+        with self.store.engine.connect() as conn:
+            record = find_device(conn, project_id, certificate_id)
+        if record is None:
+            resolution = resolve_device(self.store.engine, project_id, certificate_id)
+            record = resolution.device
+            if resolution.rule != "a":
+                log.info("device %s: certificate ID rule %s", record.id, resolution.rule)
+        if record.enabled:
+            self.trust.remember_device(project_id, record)
+        return record

@@ -1,0 +1,141 @@
+"""Helpers for platform tests: test CAs and device certificates of every shape, PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from fleetpki import profiles
+from fleetpki.ca import CertificateAuthority
+from fleetpki.keys import PrivateKey, generate_private_key
+
+PEM = serialization.Encoding.PEM
+PG_URL = os.environ.get("FLEETPKI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("FLEETPKI_REQUIRE_PG") == "1"
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(PEM)
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device's key and certificate, plus the certificates it sends along."""
+
+    key: PrivateKey
+    cert: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+    def write(self, folder: Path, name: str = "device") -> tuple[Path, Path]:
+        """(certificate file with the chain appended, key file)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        cert_file = folder / f"{name}.crt.pem"
+        key_file = folder / f"{name}.key.pem"
+        cert_file.write_bytes(b"".join(pem(c) for c in (self.cert, *self.chain)))
+        key_file.write_bytes(key_pem(self.key))
+        key_file.chmod(0o600)
+        return cert_file, key_file
+
+
+@dataclass(frozen=True)
+class PKI:
+    """Project acme's root + intermediate, project other's root, and an unrelated root."""
+
+    root_a: CertificateAuthority
+    inter_a: CertificateAuthority
+    root_b: CertificateAuthority
+    stranger: CertificateAuthority
+
+
+def subject(project: str | None, certificate_id: str | None) -> x509.Name:
+    attrs = []
+    if project is not None:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, project))
+    if certificate_id is not None:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, certificate_id))
+    return x509.Name(attrs)
+
+
+def issue(
+    issuer: CertificateAuthority | Device,
+    project: str | None,
+    certificate_id: str | None,
+    *,
+    now: dt.datetime | None = None,
+    days: int = 365,
+    chain: tuple[x509.Certificate, ...] = (),
+) -> Device:
+    """A device certificate (our DEVICE profile) for any subject, signed by ``issuer``."""
+    key = generate_private_key()
+    if isinstance(issuer, Device):
+        issuer_cert, issuer_key = issuer.cert, issuer.key
+    else:
+        issuer_cert, issuer_key = issuer.certificate, issuer.signer.builder_key()
+    cert = profiles.DEVICE.builder(
+        subject=subject(project, certificate_id),
+        public_key=key.public_key(),
+        issuer=issuer_cert,
+        days=days,
+        now=now or profiles.utcnow(),
+    ).sign(issuer_key, hashes.SHA256())
+    return Device(key, cert, chain)
+
+
+def future_ca(days_ahead: int = 10) -> CertificateAuthority:
+    """A root CA whose validity starts in the future."""
+    key = generate_private_key()
+    start = profiles.utcnow() + dt.timedelta(days=days_ahead)
+    cert = profiles.ROOT.builder(
+        subject=subject(None, "Future CA"), public_key=key.public_key(), issuer=None, now=start
+    ).sign(key, hashes.SHA256())
+    from fleetpki.keys import KeyFileSigner
+
+    return CertificateAuthority("future", cert, KeyFileSigner(key))
+
+
+def pg_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used for tests, or None when it can."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"{PG_URL}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+    return None
+
+
+class PgSchema:
+    """A uniquely named schema on the test server, so concurrent runs never collide."""
+
+    def __init__(self) -> None:
+        self.name = f"fp_{uuid.uuid4().hex[:16]}"
+
+    @property
+    def url(self) -> str:
+        sep = "&" if "?" in PG_URL else "?"
+        return f"{PG_URL}{sep}options=-csearch_path%3D{self.name}"
+
+    def __enter__(self) -> PgSchema:
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{self.name}"')
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{self.name}" CASCADE')
