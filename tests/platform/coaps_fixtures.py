@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -190,6 +191,17 @@ def coap_client(
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
+def coap_request(
+    code: Any, path: str, *, mid: int = 1, confirmable: bool = True, payload: bytes = b""
+) -> aiocoap.Message:
+    """A request as a device sends it, with the message ID and token set by hand."""
+    message = aiocoap.Message(code=code, uri_path=(path,), payload=payload)
+    message.mtype = aiocoap.CON if confirmable else aiocoap.NON
+    message.mid = mid
+    message.token = mid.to_bytes(2, "big")
+    return message
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -253,8 +265,7 @@ class DtlsClient:
                 continue
 
     def get_json(self, path: str) -> Any:
-        reply = self.request(aiocoap.Message(code=aiocoap.GET, uri_path=(path,), mid=1, token=b"t"))
-        return json.loads(reply.payload)
+        return json.loads(self.request(coap_request(aiocoap.GET, path)).payload)
 
     def close(self) -> None:
         self.sock.close()
@@ -263,3 +274,93 @@ class DtlsClient:
 def stop_all(servers: Iterator[ServerThread]) -> None:
     for server in servers:
         server.stop()
+
+
+def mbedtls_get(
+    port: int, device: DeviceFiles, ca_file: Path, path: str, suite: str | None = None
+) -> tuple[aiocoap.Message, str]:
+    """A device on mbedTLS 2.28 (python-mbedtls): handshake, one confirmable GET; returns the
+    response and the negotiated cipher suite. Raises mbedtls.exceptions.TLSError on refusal."""
+    from mbedtls import pk, tls
+    from mbedtls import x509 as mx509
+
+    chain_pem = device.cert.read_text()
+    blocks = [
+        b + "-----END CERTIFICATE-----\n" for b in chain_pem.split("-----END CERTIFICATE-----")[:-1]
+    ]
+    certs = [mx509.CRT.from_PEM(b.strip() + "\n") for b in blocks]
+    key = pk.ECC.from_PEM(device.key.read_text())
+    config = tls.DTLSConfiguration(
+        certificate_chain=(certs, key),
+        trust_store=tls.TrustStore([mx509.CRT.from_PEM(ca_file.read_text())]),
+        validate_certificates=True,
+        ciphers=[suite] if suite else None,
+        lowest_supported_version=tls.DTLSVersion.DTLSv1_2,
+        highest_supported_version=tls.DTLSVersion.DTLSv1_2,
+        handshake_timeout_max=5.0,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    wrapped = tls.ClientContext(config).wrap_socket(sock, server_hostname="localhost")
+    try:
+        wrapped.do_handshake()
+        request = coap_request(aiocoap.GET, path, mid=7)
+        wrapped.send(request.encode())
+        reply = aiocoap.Message.decode(wrapped.recv(4096))
+        cipher = wrapped.cipher()
+        cipher_name = cipher if isinstance(cipher, str) else str(cipher[0])
+        return reply, cipher_name
+    finally:
+        with contextlib.suppress(Exception):
+            wrapped.close()
+
+
+class CoapsEnv:
+    """The real platform (SQLite) with projects acme and other, served by CoAPS on loopback."""
+
+    def __init__(self, directory: Path, settings: DtlsSettings | None = None) -> None:
+        from fleetpki.platform.app import Platform
+
+        self.dir = directory
+        self.pki = Pki(directory / "pki-acme", "acme")
+        self.other_pki = Pki(directory / "pki-other", "other")
+        self.platform = Platform.open(directory / "data", event_flush_interval=0)
+        store = self.platform.store
+        store.create_project("acme", "Acme")
+        store.create_project("other", "Other")
+        self.root_id = store.upload_ca("acme", pem(self.pki.root.certificate), "root")[0]["id"]
+        self.intermediate_id = store.upload_ca(
+            "acme", pem(self.pki.ca.certificate), "intermediate"
+        )[0]["id"]
+        store.upload_ca("other", pem(self.other_pki.root.certificate), "root")
+        self.ca_file = self.platform.server_ca_file
+        self.server = ServerThread(
+            self.platform.authenticator,
+            self.platform.resources,
+            self.platform.server_cert_file,
+            self.platform.server_key_file,
+            settings,
+        )
+        self.port = self.server.port
+
+    def events(self, project: str | None = "acme") -> list[dict[str, Any]]:
+        """CoAPS auth events, newest first (``project=None``: those with no project)."""
+        if project is not None:
+            return self.platform.store.list_auth_events(project, transport="coaps", limit=1000)
+        import sqlalchemy as sa
+
+        from fleetpki.platform.store.schema import auth_events
+
+        self.platform.store.list_auth_events("acme")  # flushes pending events
+        query = (
+            sa.select(auth_events)
+            .where(auth_events.c.project_id.is_(None), auth_events.c.transport == "coaps")
+            .order_by(auth_events.c.id.desc())
+        )
+        with self.platform.store.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def close(self) -> None:
+        self.server.stop()
+        self.platform.close()

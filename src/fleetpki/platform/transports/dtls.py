@@ -24,11 +24,21 @@ from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib  # pyOpenSSL has no sigalgs setter
 
 log = logging.getLogger(__name__)
 
 DTLS1_2_VERSION = 0xFEFD
-CIPHERS = b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES128-CCM8"
+# OpenSSL files CCM_8 (64-bit tag) under security level 0; device SDKs offer it, so the level is
+# lowered and what it would otherwise guard is pinned explicitly: these three suites, and
+# signature algorithms without SHA-1 (SIGALGS). Key sizes are the auth pipeline's business.
+CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES128-CCM8:@SECLEVEL=0"
+)
+SIGALGS = (
+    b"ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:RSA-PSS+SHA256:RSA-PSS+SHA384:RSA-PSS+SHA512:"
+    b"RSA+SHA256:RSA+SHA384:RSA+SHA512"
+)
 # Ciphertext MTU: fits an IPv6 minimum-MTU path (1280) with room for IP and UDP headers.
 MTU = 1200
 _RECORD_HEADER = struct.Struct("!BHH6sH")  # type, version, epoch, sequence, length
@@ -121,6 +131,8 @@ def server_context(certfile: Path, keyfile: Path) -> SSL.Context:
     ctx.set_min_proto_version(DTLS1_2_VERSION)
     ctx.set_max_proto_version(DTLS1_2_VERSION)
     ctx.set_cipher_list(CIPHERS)
+    if _lib.SSL_CTX_set1_sigalgs_list(ctx._context, SIGALGS) != 1:
+        raise SSL.Error("cannot set the DTLS signature algorithms")
     # No resumption: every session proves possession of the device key afresh.
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_QUERY_MTU)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
@@ -142,6 +154,8 @@ class DtlsSession:
         self.started = self.last_seen = time.monotonic()
         self.app: Any = None  # what ``authorize`` returned: the transport's per-session object
         self._timer: asyncio.TimerHandle | None = None
+        self.cipher = ""
+        self.extended_master_secret = False
 
     @property
     def peer_text(self) -> str:
@@ -202,6 +216,14 @@ class DtlsSession:
             self._timer.cancel()
             self._timer = None
         self.state = "authorizing"
+        self.cipher = self.conn.get_cipher_name() or ""
+        self.extended_master_secret = _lib.SSL_get_extms_support(self.conn._ssl) == 1
+        log.debug(
+            "DTLS handshake with %s: %s, extended master secret %s",
+            self.peer_text,
+            self.cipher,
+            "yes" if self.extended_master_secret else "no",
+        )
         held = _drain(self.conn)
         self.endpoint.spawn(self._authorize(held))
 
