@@ -112,18 +112,26 @@ class Inventory:
     # -- writes ------------------------------------------------------------------------------
 
     def record(
-        self, records: Sequence[IssuedRecord], *, renew: bool = False, action: str = "issue"
+        self,
+        records: Sequence[IssuedRecord],
+        *,
+        renew: bool = False,
+        action: str = "issue",
+        check_active: bool = True,
     ) -> None:
         """Insert ``records`` in one transaction, or none of them.
 
         A device record for a (project, certificate ID) that has an active certificate raises
         ConflictError unless ``renew``, which marks the old one superseded in the same transaction.
+        ``check_active=False`` (bulk issuance, which looked the IDs up per batch with
+        ``active_device_certificates``) skips the per-row lookup; the unique index still refuses
+        a second active certificate with ConflictError.
         """
         now = _now()
         try:
             with self.engine.begin() as conn:
                 for rec in records:
-                    if rec.kind == "device":
+                    if rec.kind == "device" and (check_active or renew):
                         self._supersede_or_refuse(conn, rec, renew, now)
                 conn.execute(certificates.insert(), [rec.row(now) for rec in records])
                 conn.execute(
@@ -296,6 +304,20 @@ class Inventory:
                     time=_now(), action=action, serial=serial, detail=json.dumps(detail)
                 )
             )
+
+    def active_device_certificates(
+        self, project: str, certificate_ids: Iterable[str]
+    ) -> dict[str, bytes]:
+        """certificate ID -> DER of its active device certificate, for the IDs that have one."""
+        wanted = list(certificate_ids)
+        # Literal status/kind so SQLite can use the partial unique index on active devices.
+        query = sa.select(certificates.c.certificate_id, certificates.c.der).where(
+            sa.text("status = 'active' AND kind = 'device'"),
+            certificates.c.project == project,
+            certificates.c.certificate_id.in_(wanted),
+        )
+        with self.engine.connect() as conn:
+            return {str(i): bytes(d) for i, d in conn.execute(query)}
 
     def existing_serials(self, serials: Iterable[str]) -> set[str]:
         wanted = list(serials)
