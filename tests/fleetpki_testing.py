@@ -26,6 +26,7 @@ TEST_PASSPHRASE = "correct horse battery staple"
 
 CliResult = tuple[int, str, str]
 RunCli = Callable[..., CliResult]
+Openssl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def run_fleetpki(

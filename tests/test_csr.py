@@ -26,7 +26,7 @@ def _csr(
     return builder.sign(generate_private_key(), hashes.SHA256())
 
 
-O, CN = NameOID.ORGANIZATION_NAME, NameOID.COMMON_NAME
+ORG, CN = NameOID.ORGANIZATION_NAME, NameOID.COMMON_NAME
 
 
 def test_create_csr_subject_and_signature() -> None:
@@ -46,10 +46,10 @@ def test_create_csr_validates_names() -> None:
 
 
 def test_check_takes_id_from_cn_or_option() -> None:
-    csr = _csr((O, "acme"), (CN, "dev-1"))
+    csr = _csr((ORG, "acme"), (CN, "dev-1"))
     assert check_csr(csr, "acme").certificate_id == "dev-1"
     assert check_csr(csr, "acme", "dev-1").certificate_id == "dev-1"
-    no_cn = _csr((O, "acme"))
+    no_cn = _csr((ORG, "acme"))
     assert check_csr(no_cn, "acme", "dev-2").certificate_id == "dev-2"
     no_subject = _csr()
     assert check_csr(no_subject, "acme", "dev-3").project_slug == "acme"
@@ -57,17 +57,17 @@ def test_check_takes_id_from_cn_or_option() -> None:
 
 def test_check_refusals() -> None:
     with pytest.raises(PolicyError, match="differs from the CSR's CN"):
-        check_csr(_csr((O, "acme"), (CN, "dev-1")), "acme", "dev-2")
+        check_csr(_csr((ORG, "acme"), (CN, "dev-1")), "acme", "dev-2")
     with pytest.raises(PolicyError, match="does not match project"):
-        check_csr(_csr((O, "other"), (CN, "dev-1")), "acme")
+        check_csr(_csr((ORG, "other"), (CN, "dev-1")), "acme")
     with pytest.raises(PolicyError, match="no certificate ID"):
-        check_csr(_csr((O, "acme")), "acme")
+        check_csr(_csr((ORG, "acme")), "acme")
     with pytest.raises(InputError, match="invalid certificate ID"):
-        check_csr(_csr((O, "acme"), (CN, "dev\x001")), "acme")
+        check_csr(_csr((ORG, "acme"), (CN, "dev\x001")), "acme")
     with pytest.raises(InputError, match="invalid project slug"):
-        check_csr(_csr((O, "acme"), (CN, "dev-1")), "ACME")
+        check_csr(_csr((ORG, "acme"), (CN, "dev-1")), "ACME")
     with pytest.raises(InputError, match="2 CN"):
-        check_csr(_csr((O, "acme"), (CN, "a"), (CN, "b")), "acme")
+        check_csr(_csr((ORG, "acme"), (CN, "a"), (CN, "b")), "acme")
 
 
 def test_tampered_csr_refused() -> None:
@@ -92,7 +92,7 @@ def test_tampered_csr_refused() -> None:
 
 def test_requested_extensions_and_extra_attributes_are_not_copied() -> None:
     root, _ = CertificateAuthority.create_root("root")
-    csr = _csr((NameOID.COUNTRY_NAME, "DE"), (O, "acme"), (CN, "dev-1"), extensions=True)
+    csr = _csr((NameOID.COUNTRY_NAME, "DE"), (ORG, "acme"), (CN, "dev-1"), extensions=True)
     cert = root.sign_csr(csr, "acme")
     assert cert.subject.rfc4514_string() == "CN=dev-1,O=acme"
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -108,7 +108,7 @@ def test_unsupported_csr_key_refused() -> None:
     key = ec.generate_private_key(ec.SECP521R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(O, "acme"), x509.NameAttribute(CN, "d")]))
+        .subject_name(x509.Name([x509.NameAttribute(ORG, "acme"), x509.NameAttribute(CN, "d")]))
         .sign(key, hashes.SHA512())
     )
     with pytest.raises(InputError, match="unsupported EC curve"):

@@ -14,6 +14,7 @@ from fleetpki.ca import CertificateAuthority
 from fleetpki.csr import create_csr
 from fleetpki.errors import InputError
 from fleetpki.keys import generate_private_key, serialize_private_key
+from fleetpki_testing import Openssl
 
 DER, PEM = serialization.Encoding.DER, serialization.Encoding.PEM
 
@@ -120,7 +121,7 @@ def test_corrupt_der_inside_pem() -> None:
         formats.load_certificate(pem)
 
 
-def test_pkcs12_export(tmp_path: Path, openssl: object) -> None:
+def test_pkcs12_export(tmp_path: Path, openssl: Openssl) -> None:
     root, _ = CertificateAuthority.create_root("root")
     key = generate_private_key()
     cert = root.sign_csr(create_csr(key, "acme", "d1"), "acme")
@@ -131,10 +132,10 @@ def test_pkcs12_export(tmp_path: Path, openssl: object) -> None:
     assert [c.certificate for c in loaded.additional_certs] == [root.certificate]
     path = tmp_path / "d1.p12"
     path.write_bytes(blob)
-    info = openssl("pkcs12", "-info", "-in", path, "-passin", "pass:p12pass", "-noenc")  # type: ignore[operator]
+    info = openssl("pkcs12", "-info", "-in", path, "-passin", "pass:p12pass", "-noenc")
     assert "subject=O = acme, CN = d1" in info.stdout
     assert "PBES2" in info.stderr and "AES-256-CBC" in info.stderr
-    bad = openssl("pkcs12", "-info", "-in", path, "-passin", "pass:nope", "-noenc", check=False)  # type: ignore[operator]
+    bad = openssl("pkcs12", "-info", "-in", path, "-passin", "pass:nope", "-noenc", check=False)
     assert bad.returncode != 0
     with pytest.raises(InputError, match="needs a passphrase"):
         formats.export_pkcs12("d1", key, cert, [], b"")

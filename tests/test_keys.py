@@ -26,6 +26,7 @@ from fleetpki.keys import (
     load_private_key,
     serialize_private_key,
 )
+from fleetpki_testing import Openssl
 
 FAST = 1000  # KDF rounds for round trips where the cost is not the point
 
@@ -41,7 +42,7 @@ FAST = 1000  # KDF rounds for round trips where the cost is not the point
 )
 def test_generate_each_type(key_type: str, check: object) -> None:
     key = generate_private_key(key_type)
-    assert check(key)  # type: ignore[operator]
+    assert check(key)
     assert key_type_of(key) is KeyType(key_type)
     assert key_type_of(key.public_key()) is KeyType(key_type)
 
@@ -111,22 +112,20 @@ def test_unreadable_keys(data: bytes) -> None:
         load_private_key(data)
 
 
-def test_kdf_is_pbes2_600k_and_openssl_reads_it(tmp_path: Path, openssl: object) -> None:
+def test_kdf_is_pbes2_600k_and_openssl_reads_it(tmp_path: Path, openssl: Openssl) -> None:
     key = generate_private_key()
     path = tmp_path / "ca.key.pem"
     path.write_bytes(serialize_private_key(key, b"s3cret"))
     assert KDF_ITERATIONS >= 600_000
-    parsed = openssl("asn1parse", "-in", path).stdout  # type: ignore[operator]
+    parsed = openssl("asn1parse", "-in", path).stdout
     assert "PBES2" in parsed and "PBKDF2" in parsed and "hmacWithSHA256" in parsed
     assert "aes-256-cbc" in parsed
     assert f"INTEGER:{KDF_ITERATIONS:06X}" in parsed.replace(" ", "")  # 600000 = 0x0927C0
-    out = openssl(  # type: ignore[operator]
-        "pkey", "-in", path, "-passin", "pass:s3cret", "-pubout"
-    ).stdout
+    out = openssl("pkey", "-in", path, "-passin", "pass:s3cret", "-pubout").stdout
     assert out.encode() == key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    wrong = openssl("pkey", "-in", path, "-passin", "pass:wrong", check=False)  # type: ignore[operator]
+    wrong = openssl("pkey", "-in", path, "-passin", "pass:wrong", check=False)
     assert wrong.returncode != 0
 
 

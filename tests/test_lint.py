@@ -1,4 +1,4 @@
-"""pkilint (the independent `lint_pkix_cert` tool): zero findings >= WARNING on everything we issue."""
+"""pkilint (the independent `lint_pkix_cert` tool): no finding >= WARNING on what we issue."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fleetpki.csr import check_csr, create_csr
 from fleetpki.errors import InputError
 from fleetpki.keys import generate_private_key
 from fleetpki.lint import lint_certificate
-from fleetpki_testing import LINT_PKIX_CERT
+from fleetpki_testing import LINT_PKIX_CERT, Openssl
 
 
 def _pkilint(path: Path) -> subprocess.CompletedProcess[str]:
@@ -51,16 +51,16 @@ def test_pkilint_finds_nothing(tmp_path: Path, ca_key: str, device_key: str) -> 
         assert lint_certificate(cert.public_bytes(serialization.Encoding.DER)) == []
 
 
-def test_linter_sees_the_seed_recipe_v1_certificate(tmp_path: Path, openssl: object) -> None:
+def test_linter_sees_the_seed_recipe_v1_certificate(tmp_path: Path, openssl: Openssl) -> None:
     # The control: the seed's plain openssl device certificate does have findings, so a zero
     # above is a real result, not a linter that says nothing.
     run = openssl
-    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", tmp_path / "ca.key")  # type: ignore[operator]
-    run(  # type: ignore[operator]
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", tmp_path / "ca.key")
+    run(
         "req", "-x509", "-new", "-nodes", "-key", tmp_path / "ca.key", "-sha256",
         "-subj", "/CN=Root CA", "-days", "30", "-out", tmp_path / "ca.crt",
     )  # fmt: skip
-    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", tmp_path / "d.key")  # type: ignore[operator]
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", tmp_path / "d.key")
     run(
         "req",
         "-new",
@@ -70,8 +70,8 @@ def test_linter_sees_the_seed_recipe_v1_certificate(tmp_path: Path, openssl: obj
         "/O=acme/CN=d1",
         "-out",
         tmp_path / "d.csr",
-    )  # type: ignore[operator]
-    run(  # type: ignore[operator]
+    )
+    run(
         "x509", "-req", "-in", tmp_path / "d.csr", "-CA", tmp_path / "ca.crt",
         "-CAkey", tmp_path / "ca.key", "-CAcreateserial", "-days", "30", "-sha256",
         "-out", tmp_path / "d.crt",
