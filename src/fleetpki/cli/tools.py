@@ -182,13 +182,22 @@ def convert(
     input_file: Path = typer.Argument(
         ..., help="Certificate, CSR, CRL or key (PEM or DER).", dir_okay=False
     ),
-    to: str = typer.Option(..., "--to", help="pem or der."),
+    to: str = typer.Option(..., "--to", help="pem, der, or p12 (PKCS#12: needs --key, --out)."),
     out: Path | None = typer.Option(
-        None, "--out", help="Output file (default: stdout).", dir_okay=False
+        None, "--out", help="Output file (default: stdout; required for p12).", dir_okay=False
     ),
+    key: Path | None = typer.Option(
+        None, "--key", help="For --to p12: the certificate's private key.", dir_okay=False
+    ),
+    passphrase_file: Path | None = PassphraseFileOption,
     force: bool = ForceOption,
 ) -> None:
-    """Convert between PEM and DER; the DER bytes are kept exactly (no re-encoding).
+    """Convert between PEM and DER (the DER bytes are kept exactly), or export PKCS#12.
+
+    For p12, IN holds the certificate, optionally followed by its chain (as `sign --chain`
+    writes it); the PKCS#12 file is protected (AES-256, PBKDF2 600,000 rounds) with the
+    passphrase from --passphrase-file, $FLEETPKI_PASSPHRASE or a prompt, which also unlocks an
+    encrypted --key.
 
     Example: fleetpki convert device.crt.pem --to der --out device.crt.der
     """
@@ -196,10 +205,21 @@ def convert(
     from fleetpki.formats import Kind, read_blocks
     from fleetpki.formats import convert as do_convert
 
+    target = to.lower()
+    if target == "p12":
+        if out is None or key is None:
+            raise InputError("--to p12 needs --key KEY and --out FILE")
+        check_writable(out, force=force)
+        blob = _pkcs12(read_file(input_file), key, passphrase_file)
+        write_file(out, blob, private=True, force=force)
+        console.print(f"wrote {out}", markup=False)
+        return
+    if key is not None:
+        raise InputError("--key is only for --to p12")
     data = read_file(input_file)
-    result = do_convert(data, to.lower())
+    result = do_convert(data, target)
     if out is None:
-        if to.lower() == "der" and sys.stdout.isatty():
+        if target == "der" and sys.stdout.isatty():
             raise InputError("refusing to print DER to a terminal: use --out FILE")
         sys.stdout.buffer.write(result)
         return
@@ -207,6 +227,30 @@ def convert(
     private = any(b.kind is Kind.PRIVATE_KEY for b in read_blocks(data))
     write_file(out, result, private=private, force=force)
     console.print(f"wrote {out}", markup=False)
+
+
+def _pkcs12(cert_data: bytes, key_file: Path, passphrase_file: Path | None) -> bytes:
+    from cryptography.x509.oid import NameOID
+
+    from fleetpki.cli.common import read_passphrase
+    from fleetpki.files import read_file
+    from fleetpki.formats import export_pkcs12, load_certificates
+    from fleetpki.keys import is_encrypted_key, load_private_key
+
+    certs = load_certificates(cert_data)
+    key_data = read_file(key_file)
+    key_passphrase = (
+        read_passphrase(passphrase_file, purpose=f"the key {key_file}")
+        if is_encrypted_key(key_data)
+        else None
+    )
+    private_key = load_private_key(key_data, key_passphrase)
+    if private_key.public_key() != certs[0].public_key():
+        raise InputError(f"{key_file} is not the key of the certificate")
+    names = certs[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    friendly = str(names[0].value) if names else "certificate"
+    passphrase = read_passphrase(passphrase_file, purpose="the PKCS#12 file", confirm=True)
+    return export_pkcs12(friendly, private_key, certs[0], certs[1:], passphrase)
 
 
 def print_description(entry: dict[str, Any], indent: str = "") -> None:
