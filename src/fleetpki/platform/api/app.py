@@ -270,6 +270,15 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
         )
         return {"list": items, "total": len(items)}
 
+    @app.get("/v1/auth-events", tags=["events"])
+    def unattributed_auth_events(
+        who: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        """Attempts that named no project (no client certificate, no O): admin only."""
+        who.require_admin()
+        items = store.list_auth_events(None, limit=limit)
+        return {"list": items, "total": len(items)}
+
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok"}

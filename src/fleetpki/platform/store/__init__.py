@@ -498,7 +498,7 @@ class Store:
 
     def list_auth_events(
         self,
-        project_id: str,
+        project_id: str | None,
         *,
         outcome: str | None = None,
         certificate_id: str | None = None,
@@ -506,9 +506,12 @@ class Store:
         transport: str | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Auth events of a project, newest first, filtered."""
+        """Auth events of a project (None: attempts that named no project), newest first."""
         self._flush()
-        query = sa.select(auth_events).where(auth_events.c.project_id == project_id)
+        column = auth_events.c.project_id
+        query = sa.select(auth_events).where(
+            column.is_(None) if project_id is None else column == project_id
+        )
         for column, value in (
             (auth_events.c.outcome, outcome),
             (auth_events.c.certificate_id, certificate_id),
