@@ -122,17 +122,20 @@ def write_csr(
     der: bool = False,
 ) -> Path:
     """Write a CSR with subject O=project, CN=certificate_id (no validation: any string)."""
+    import warnings
+
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
     key = key or generate_private_key()
+    warnings.filterwarnings("ignore", "Attribute's length", UserWarning)
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(
             x509.Name(
                 [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, project),
-                    x509.NameAttribute(NameOID.COMMON_NAME, certificate_id),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, project, _validate=False),
+                    x509.NameAttribute(NameOID.COMMON_NAME, certificate_id, _validate=False),
                 ]
             )
         )

@@ -11,6 +11,7 @@ from fleetpki.keys import PrivateKey, PublicKey, hash_for, key_type_of
 from fleetpki.naming import (
     device_subject,
     parse_device_subject,
+    read_subject,
     validate_certificate_id,
     validate_project_slug,
 )
@@ -53,7 +54,7 @@ def check_csr(
         raise PolicyError("CSR signature does not verify: the request was altered or is corrupt")
     try:
         public_key = csr.public_key()
-        subject = parse_device_subject(csr.subject)
+        subject = parse_device_subject(read_subject(csr))
     except ValueError as exc:
         raise InputError(f"unreadable CSR content ({exc})") from None
     if not isinstance(public_key, PublicKey.__args__):  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from fleetpki.errors import InputError
 from fleetpki.keys import PrivateKey, is_encrypted_key, key_type_of
+from fleetpki.naming import read_subject
 
 MAX_INPUT_BYTES = 1 << 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
@@ -301,7 +302,7 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
     return {
         "type": "certificate",
         "version": cert.version.name,
-        "subject": cert.subject.rfc4514_string(),
+        "subject": read_subject(cert).rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "serialNumber": f"{cert.serial_number:x}",
         "notBefore": _time(cert.not_valid_before_utc),
@@ -343,7 +344,7 @@ def describe(data: bytes) -> list[dict[str, Any]]:
             out.append(
                 {
                     "type": "csr",
-                    "subject": csr.subject.rfc4514_string(),
+                    "subject": read_subject(csr).rfc4514_string(),
                     "publicKey": _public_key_text(csr.public_key()),
                     "signatureValid": csr.is_signature_valid,
                     "signatureAlgorithm": csr.signature_algorithm_oid._name,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -73,6 +75,21 @@ class DeviceName:
 
     project_slug: str | None
     certificate_id: str | None
+
+
+class _HasSubject(Protocol):
+    @property
+    def subject(self) -> x509.Name: ...
+
+
+def read_subject(obj: _HasSubject) -> x509.Name:
+    """``obj.subject`` of a certificate or CSR, without cryptography's UserWarning for
+    out-of-range attribute lengths (an empty or 65-character CN): callers refuse those with a
+    one-line error of their own, and a warning on stderr would break that line.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return obj.subject
 
 
 def _single(name: x509.Name, oid: x509.ObjectIdentifier, label: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ def device_issue(
     from fleetpki.files import check_writable, write_file
     from fleetpki.formats import certificate_bytes
     from fleetpki.keys import generate_private_key, serialize_private_key
+    from fleetpki.naming import validate_certificate_id, validate_project_slug
 
     names = [
         "device.key.pem",
@@ -141,19 +143,34 @@ def device_issue(
         "device.crt.der",
         "ca-chain.pem",
     ]
+    # Everything that can be refused is checked before the folder is created; a folder this
+    # command created is removed again if issuance fails, so bad input leaves nothing behind.
+    validate_project_slug(project)
+    validate_certificate_id(certificate_id)
+    key = generate_private_key(key_type)
+    home = open_home()
+    authority = home.load_ca(ca, ca_passphrase(home, ca, passphrase_file))
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FleetPKIError(f"cannot create {out_dir}: {exc.strerror}") from None
-    for name in names:
-        check_writable(out_dir / name, force=force)
-    home = open_home()
-    authority = home.load_ca(ca, ca_passphrase(home, ca, passphrase_file))
-    key = generate_private_key(key_type)
-    csr = create_csr(key, project, certificate_id)
-    cert = home.sign(
-        authority, csr, project_slug=project, certificate_id=certificate_id, days=days, renew=renew
-    )
+    try:
+        for name in names:
+            check_writable(out_dir / name, force=force)
+        csr = create_csr(key, project, certificate_id)
+        cert = home.sign(
+            authority,
+            csr,
+            project_slug=project,
+            certificate_id=certificate_id,
+            days=days,
+            renew=renew,
+        )
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     chain = [authority.certificate, *authority.chain]
     files = {
         "device.key.pem": (serialize_private_key(key, None), True),
