@@ -7,6 +7,10 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -139,3 +143,71 @@ class PgSchema:
 
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{self.name}" CASCADE')
+
+
+class ServeProcess:
+    """``fleetpki serve`` as a real subprocess on ephemeral loopback ports."""
+
+    ADMIN_KEY = "test-admin-key-0123456789abcdef"
+
+    def __init__(self, data: Path, db_url: str | None = None, *, workers: int = 1) -> None:
+        import subprocess
+        import sys
+
+        exe = str(Path(sys.executable).with_name("fleetpki"))
+        cmd = [
+            exe,
+            "serve",
+            "--data",
+            str(data),
+            "--api",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--no-coaps",
+            "--workers",
+            str(workers),
+        ]
+        if db_url:
+            cmd += ["--db", db_url]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPKI_")}
+        env["FLEETPKI_ADMIN_KEY"] = self.ADMIN_KEY
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.strip() == "ready":
+                break
+        else:
+            raise AssertionError(f"serve did not start: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+        self.api_url = self._find("management API").split()[2]
+        self.https_port = int(self._find("device HTTPS").split()[2].rsplit(":", 1)[1])
+        self.server_ca = Path(self._find("server CA").split()[2])
+
+    def _find(self, label: str) -> str:
+        return next(line for line in self.lines if line.strip().startswith(label))
+
+    def api(
+        self, method: str, path: str, json: object = None, key: str | None = None
+    ) -> httpx.Response:
+        import httpx
+
+        headers = {"x-api-key": key or self.ADMIN_KEY}
+        return httpx.request(method, self.api_url + path, json=json, headers=headers, timeout=10)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

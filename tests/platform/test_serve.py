@@ -1,0 +1,80 @@
+"""`fleetpki serve` as a real process: API over HTTP, devices over HTTPS in worker processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from platform_testing import PKI, ServeProcess, issue, pem
+
+
+def curl_whoami(server: ServeProcess, files: tuple[Path, Path]) -> tuple[int, str]:
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            str(server.server_ca),
+            "--cert",
+            str(files[0]),
+            "--key",
+            str(files[1]),
+            "-w",
+            "\n%{http_code}",
+            f"https://localhost:{server.https_port}/v1/device/whoami",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    body, _, status = out.stdout.rpartition("\n")
+    return int(status), body
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_serve_end_to_end(tmp_path: Path, pki: PKI, db_url: str | None) -> None:
+    with ServeProcess(tmp_path / "data", db_url, workers=2) as server:
+        assert server.server_ca.exists()
+        assert server.api("GET", "/v1/projects", key="nope").status_code == 401
+        assert server.api("POST", "/v1/projects", {"id": "acme"}).status_code == 201
+        key = server.api("POST", "/v1/projects/acme/apikeys").json()["data"]["key"]
+        body = {
+            "certFile": base64.b64encode(pem(pki.root_a.certificate)).decode(),
+            "certType": "root",
+        }
+        created = server.api("POST", "/v1/projects/acme/certificates", body, key=key)
+        assert created.status_code == 201, created.text
+        ca_id = created.json()["data"]["id"]
+        files = issue(pki.root_a, "acme", "served-1").write(tmp_path)
+        status, text = curl_whoami(server, files)
+        assert status == 200, text
+        assert json.loads(text)["certificateId"] == "served-1"
+        # Disabled through the API (parent process): refused by the HTTPS workers soon after.
+        server.api("PATCH", f"/v1/projects/acme/certificates/{ca_id}", {"enabled": False}, key=key)
+        assert wait_for(lambda: curl_whoami(server, files)[0] == 403)
+        events = server.api("GET", "/v1/projects/acme/auth-events", key=key).json()["list"]
+        assert wait_for(
+            lambda: (
+                "is disabled"
+                in server.api("GET", "/v1/projects/acme/auth-events", key=key).json()["list"][0][
+                    "reason"
+                ]
+            )
+        )
+        assert any(e["outcome"] == "accepted" for e in events)
+        devices = server.api("GET", "/v1/projects/acme/devices", key=key).json()
+        assert devices["total"] == 1 and devices["list"][0]["lastSeen"] is not None
