@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from fleetpki_testing import Hierarchy, inventory_rows, run_fleetpki, write_csr
 
 from fleetpki.csr import create_csr
 from fleetpki.keys import generate_private_key
+from fleetpki_testing import Hierarchy, inventory_rows, run_fleetpki, write_csr
 
 LOCKED_PASSPHRASE = "the-right-one"
 
@@ -112,7 +112,7 @@ CASES = [
             out,
         ],
         "no such file",
-    ),  # fmt: skip
+    ),
     Case(
         "bad-project",
         lambda i, out: [
@@ -126,7 +126,7 @@ CASES = [
             out,
         ],
         "invalid project slug",
-    ),  # fmt: skip
+    ),
     *[
         Case(f"option-id-{label}", _sign("good.csr.pem", "--id", cid), "invalid certificate ID")
         for label, cid in BAD_IDS.items()
@@ -143,13 +143,13 @@ CASES = [
         _sign("good.csr.pem", ca="locked"),
         "wrong passphrase",
         passphrase="not-it",
-    ),  # fmt: skip
+    ),
     Case("no-passphrase", _sign("good.csr.pem", ca="locked"), "a passphrase is needed"),
     Case(
         "empty-passphrase-file",
         _sign("good.csr.pem", "--passphrase-file", os.devnull, ca="locked"),
         "is empty",
-    ),  # fmt: skip
+    ),
     Case("unknown-ca", _sign("good.csr.pem", ca="nope"), "unknown CA 'nope'"),
     Case("invalid-ca-name", _sign("good.csr.pem", ca="../root"), "invalid CA name"),
     Case("out-exists", _sign("good.csr.pem"), "already exists (use --force", out_exists=True),
@@ -167,7 +167,7 @@ CASES = [
             out.parent / "missing" / "x.pem",
         ],
         "does not exist",
-    ),  # fmt: skip
+    ),
     Case("der-with-chain", _sign("good.csr.pem", "--der", "--chain"), "DER holds one"),
     Case(
         "device-issue-bad-id",
@@ -184,7 +184,7 @@ CASES = [
             out,
         ],
         "invalid certificate ID",
-    ),  # fmt: skip
+    ),
     Case(
         "device-issue-taken",
         lambda i, out: [
@@ -200,24 +200,24 @@ CASES = [
             out,
         ],
         "use --renew",
-    ),  # fmt: skip
+    ),
     Case(
         "convert-garbage",
         lambda i, out: ["convert", i["garbage.bin"], "--to", "der", "--out", out],
         "not a certificate",
-    ),  # fmt: skip
+    ),
     Case(
         "convert-bad-format",
         lambda i, out: ["convert", i["cert.pem"], "--to", "p7b", "--out", out],
         "unknown format",
-    ),  # fmt: skip
+    ),
     Case("inspect-truncated", lambda i, out: ["inspect", i["truncated.csr.pem"]], "truncated"),
     Case("lint-garbage", lambda i, out: ["lint", i["garbage.bin"]], "not a certificate"),
     Case(
         "verify-garbage",
         lambda i, out: ["verify", i["cert.pem"], "--ca-file", i["garbage.bin"]],
         "not a certificate",
-    ),  # fmt: skip
+    ),
     Case(
         "csr-create-bad-key",
         lambda i, out: [
@@ -233,7 +233,7 @@ CASES = [
             out,
         ],
         "not a readable private key",
-    ),  # fmt: skip
+    ),
     Case(
         "csr-create-bad-id",
         lambda i, out: [
@@ -249,7 +249,7 @@ CASES = [
             out,
         ],
         "whitespace",
-    ),  # fmt: skip
+    ),
     Case(
         "import-garbage",
         lambda i, out: [
@@ -264,7 +264,7 @@ CASES = [
             "--no-passphrase",
         ],
         "not a",
-    ),  # fmt: skip
+    ),
     Case(
         "import-device-cert",
         lambda i, out: [
@@ -279,31 +279,29 @@ CASES = [
             "--no-passphrase",
         ],
         "not a CA",
-    ),  # fmt: skip
+    ),
     Case(
         "ca-init-exists",
         lambda i, out: ["ca", "init", "--name", "root", "--no-passphrase"],
         "already exists",
-    ),  # fmt: skip
-    Case(
-        "ca-export-unknown", lambda i, out: ["ca", "export", "nope", "--out", out], "unknown CA"
-    ),  # fmt: skip
+    ),
+    Case("ca-export-unknown", lambda i, out: ["ca", "export", "nope", "--out", out], "unknown CA"),
     Case(
         "revoke-unknown-serial",
         lambda i, out: ["revoke", "--serial", "abcdef"],
         "no certificate with serial",
-    ),  # fmt: skip
+    ),
     Case(
         "revoke-bad-reason",
         lambda i, out: ["revoke", "--serial", "abcdef", "--reason", "x"],
         "unknown reason",
-    ),  # fmt: skip
+    ),
     Case(
         "crl-wrong-passphrase",
         lambda i, out: ["crl", "--ca", "locked", "--out", out],
         "wrong passphrase",
         passphrase="not-it",
-    ),  # fmt: skip
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fleetpki_testing import Hierarchy, Openssl, RunCli
 
 NO_PASSPHRASE = {"passphrase": None}
@@ -14,7 +15,6 @@ NO_PASSPHRASE = {"passphrase": None}
 def inputs(tmp_path_factory: pytest.TempPathFactory, hierarchy: Hierarchy) -> dict[str, Path]:
     """A key, CSR and certificate made by openssl (signed by the hierarchy's CA)."""
     from fleetpki.formats import certificate_bytes, load_csr
-
     from fleetpki_testing import run_openssl as openssl
 
     where = tmp_path_factory.mktemp("convert")
@@ -65,7 +65,7 @@ def test_pkcs12_export_opens_with_openssl(
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes((kit / "device.crt.pem").read_bytes() + hierarchy.chain_file.read_bytes())
     p12 = tmp_path / "device.p12"
-    rc, out, err = run_cli(
+    rc, _, err = run_cli(
         "convert", bundle, "--to", "p12", "--key", kit / "device.key.der", "--out", p12,
         passphrase="p12-secret",
     )  # fmt: skip

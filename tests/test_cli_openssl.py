@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from fleetpki_testing import TEST_PASSPHRASE, Hierarchy, Openssl, RunCli
 
 

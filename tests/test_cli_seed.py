@@ -77,8 +77,10 @@ def test_seed_root_imported_from_der_with_encrypted_key(
 ) -> None:
     # DER where PEM is usual, and an openssl-encrypted key: both just work.
     ca_key, ca_cert = tmp_path / "ca.key.der", tmp_path / "ca.crt.der"
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-aes-256-cbc", "-pass", "pass:old-secret", "-outform", "DER", "-out", ca_key)  # fmt: skip
+    openssl(
+        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-aes-256-cbc", "-pass", "pass:old-secret", "-outform", "DER", "-out", ca_key,
+    )  # fmt: skip
     openssl(
         "req", "-x509", "-new", "-key", ca_key, "-passin", "pass:old-secret", "-sha256",
         "-subj", "/CN=Root CA", "-days", "30", "-outform", "DER", "-out", ca_cert,
