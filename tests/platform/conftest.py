@@ -34,13 +34,25 @@ def db_url(request: pytest.FixtureRequest, pg_reason: str | None) -> Iterator[st
     if request.param == "sqlite":
         yield None
         return
+    _require_pg(pg_reason)
+    with PgSchema() as schema:
+        yield schema.url
+
+
+@pytest.fixture
+def pg_url(pg_reason: str | None) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema (for tests that only make sense on PostgreSQL)."""
+    _require_pg(pg_reason)
+    with PgSchema() as schema:
+        yield schema.url
+
+
+def _require_pg(pg_reason: str | None) -> None:
     if pg_reason is not None:
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL is required (FLEETPKI_REQUIRE_PG=1) but {pg_reason}")
         _PG_SKIPPED.append(pg_reason)
         pytest.skip(f"POSTGRESQL NOT TESTED: {pg_reason}")
-    with PgSchema() as schema:
-        yield schema.url
 
 
 @pytest.fixture
