@@ -1,77 +1,49 @@
 """Bulk issuance: production runs of device certificates on all cores, safe to kill and rerun.
 
-Per chunk of CSRs, a worker process checks each one with ``csr.check_csr`` (proof of possession
-and the project policy, as ``fleetpki sign``) and signs it through a ``fastsign.DeviceTemplate``
-(the DEVICE profile, byte-identical to the builder). The main process then looks the IDs up in
-the inventory, commits the new rows in one transaction, and only then writes the files and
-appends the run journal (``.journal.jsonl``). So a kill at any moment leaves no certificate file
-without its row; a rerun skips sources the journal lists, re-writes the files of IDs committed
-but not journaled (from the inventory's DER), and issues the rest.
-
-``bulk issue`` (development kits) writes each new private key (0600) in the worker *before*
-the certificate is committed, and never generates a key for an ID that already has a
-certificate, so a committed certificate's key is never overwritten.
+Per chunk of CSRs, a worker process (``bulk_worker``) checks each one with ``csr.check_csr``
+(proof of possession and the project policy, as ``fleetpki sign``) and signs it through a
+``fastsign.DeviceTemplate`` (the DEVICE profile, byte-identical to the builder). The main process
+looks the chunk's IDs up in the inventory, commits the new rows in one transaction, and only then
+has its writer threads write the files and append the run journal (``.journal.jsonl``). So a
+kill at any moment leaves no certificate file without its row; a rerun skips sources the journal
+lists, re-writes the files of IDs committed but not journaled (from the inventory's DER), and
+issues the rest. No ID is ever issued twice: the inventory's unique index on active device IDs
+refuses it.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
-import ctypes
+import csv
 import fcntl
 import json
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.bulk_inputs import Item
+from fleetpki.bulk_worker import Outcome, device_file, init_worker, issue_chunk, put, sign_chunk
 from fleetpki.ca import CertificateAuthority
-from fleetpki.csr import check_csr, create_csr
-from fleetpki.errors import ConflictError, FleetPKIError, InputError
-from fleetpki.fastsign import (
-    DeviceTemplate,
-    FastCertificate,
-    TemplateError,
-    device_csr_der,
-    spki_der,
-    subject_text,
-)
-from fleetpki.files import read_file
-from fleetpki.formats import load_csr, pem_armor
+from fleetpki.errors import ConflictError, FleetPKIError
+from fleetpki.fastsign import FastCertificate, spki_der, subject_text
+from fleetpki.formats import pem_armor
 from fleetpki.inventory import Inventory, IssuedRecord
-from fleetpki.keys import KeyFileSigner, KeyType, generate_private_key, load_private_key
-from fleetpki.profiles import utcnow
+from fleetpki.keys import KeyType, load_private_key
 
 CHUNK = 256
+WRITER_THREADS = 4  # file creation waits on the filesystem, not the CPU: overlap it
 JOURNAL = ".journal.jsonl"
 MANIFEST_FIELDS = ("certificate_id", "serial", "fingerprint_sha256", "not_after", "source")
-SIGN_FILES = ("crt_pem", "crt_der", "chain_pem")
-ISSUE_FILES = (*SIGN_FILES, "key_pem", "key_der", "csr_pem")
-FILE_NAMES = {
-    "crt_pem": "crt.pem",
-    "crt_der": "crt.der",
-    "chain_pem": "chain.pem",
-    "key_pem": "key.pem",
-    "key_der": "key.der",
-    "csr_pem": "csr.pem",
-}
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What became of one item: a certificate, or the one-line reason it was refused."""
-
-    source: str
-    cert: FastCertificate | None = None
-    error: str | None = None
+SIGN_FILES = {"crt_pem": "crt.pem", "crt_der": "crt.der"}
+ISSUE_FILES = {**SIGN_FILES, "key_pem": "key.pem", "key_der": "key.der", "csr_pem": "csr.pem"}
 
 
 @dataclass
@@ -101,127 +73,13 @@ class Summary:
         }
 
 
-# --- worker side -----------------------------------------------------------------------------
-
-
 @dataclass
-class _Worker:
-    ca: CertificateAuthority
-    project: str
-    days: int | None
-    out: Path
-    key_type: KeyType
+class _Written:
+    """What a writer thread reports back for one batch."""
 
-
-_WORKER: _Worker | None = None
-
-
-def _die_with_parent() -> None:
-    # A SIGKILLed run must not leave workers writing key files behind it (Linux only).
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _init_worker(
-    name: str, cert_der: bytes, key_der: bytes, project: str, days: int | None, out: str, kt: str
-) -> None:
-    global _WORKER
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
-    certificate = x509.load_der_x509_certificate(cert_der)
-    signer = KeyFileSigner(load_private_key(key_der))
-    _WORKER = _Worker(
-        CertificateAuthority(name, certificate, signer), project, days, Path(out), KeyType(kt)
-    )
-
-
-def _issuer(state: _Worker) -> Callable[[Any], FastCertificate]:
-    try:
-        return DeviceTemplate(state.ca, days=state.days, now=utcnow()).issue
-    except TemplateError:  # a profile the template cannot reproduce: the builder, slower
-        return lambda request: FastCertificate.from_der(
-            state.ca.issue(request, days=state.days).public_bytes(serialization.Encoding.DER)
-        )
-
-
-def _sign_chunk(items: list[Item]) -> list[Outcome]:
-    state = _WORKER
-    assert state is not None
-    issue = _issuer(state)
-    out = []
-    for item in items:
-        try:
-            data = item.data if item.data is not None else read_file(Path(item.path or ""))
-            request = check_csr(load_csr(data), state.project, item.certificate_id)
-            out.append(Outcome(item.source, issue(request)))
-        except FleetPKIError as exc:
-            out.append(Outcome(item.source, error=str(exc)))
-        except Exception as exc:  # one odd CSR must not end the run
-            out.append(Outcome(item.source, error=f"unexpected error ({type(exc).__name__})"))
-    return out
-
-
-def _put(path: Path, data: bytes, mode: int) -> None:
-    """Write a small file in one call; O_NOFOLLOW so a planted symlink cannot redirect it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        if mode == 0o600:
-            os.fchmod(fd, mode)  # an existing file keeps its old mode otherwise
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _issue_chunk(items: list[Item]) -> list[Outcome]:
-    state = _WORKER
-    assert state is not None
-    issue = _issuer(state)
-    out = []
-    for item in items:
-        certificate_id = item.certificate_id or item.source
-        try:
-            folder = device_folder(state.out, certificate_id)
-            key = generate_private_key(state.key_type)
-            if state.key_type is KeyType.P256:
-                csr_der = device_csr_der(key, state.project, certificate_id)  # type: ignore[arg-type]
-                csr = x509.load_der_x509_csr(csr_der)
-            else:
-                csr = create_csr(key, state.project, certificate_id)
-                csr_der = csr.public_bytes(serialization.Encoding.DER)
-            request = check_csr(csr, state.project, certificate_id)  # never skipped
-            cert = issue(request)
-            # The key goes to disk before its certificate is committed: a committed
-            # certificate always has its key (see the module docstring).
-            folder.mkdir(exist_ok=True)
-            pkcs8 = serialization.PrivateFormat.PKCS8
-            none = serialization.NoEncryption()
-            _put(
-                folder / "key.pem",
-                key.private_bytes(serialization.Encoding.PEM, pkcs8, none),
-                0o600,
-            )
-            _put(
-                folder / "key.der",
-                key.private_bytes(serialization.Encoding.DER, pkcs8, none),
-                0o600,
-            )
-            _put(folder / "csr.pem", pem_armor("CERTIFICATE REQUEST", csr_der), 0o644)
-            out.append(Outcome(item.source, cert))
-        except FleetPKIError as exc:
-            out.append(Outcome(item.source, error=str(exc)))
-        except OSError as exc:
-            out.append(Outcome(item.source, error=f"cannot write files: {exc.strerror}"))
-    return out
-
-
-def device_folder(out: Path, certificate_id: str) -> Path:
-    """OUT/<certificate ID>; raises InputError for IDs that are not usable folder names."""
-    if certificate_id in (".", ".."):
-        raise InputError(f"certificate ID {certificate_id!r} cannot name a folder")
-    return out / certificate_id
-
-
-# --- main side -------------------------------------------------------------------------------
+    rows: list[str]
+    failures: list[tuple[str, str]]
+    rewritten: bool
 
 
 class BulkRun:
@@ -246,15 +104,7 @@ class BulkRun:
         self.chunk = chunk
         self.summary = Summary(mode)
         self.files = ISSUE_FILES if mode == "issue" else SIGN_FILES
-        issuers = [ca.certificate, *ca.chain]
-        self._intermediates = b"".join(
-            pem_armor("CERTIFICATE", c.public_bytes(serialization.Encoding.DER))
-            for c in issuers
-            if c.subject != c.issuer
-        )
-        self._ca_chain = b"".join(
-            pem_armor("CERTIFICATE", c.public_bytes(serialization.Encoding.DER)) for c in issuers
-        )
+        self._writes: collections.deque[concurrent.futures.Future[_Written]] = collections.deque()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -271,12 +121,18 @@ class BulkRun:
                 )
         else:
             marker.write_text(json.dumps(run) + "\n")
-        (self.out / "ca-chain.pem").write_bytes(self._ca_chain)
-        done = set()
-        for row in self._journal_rows():
-            if (self.out / row["files"]["crt_der"]).exists():
-                done.add(row["source"])
-        return done
+        chain = [self.ca.certificate, *self.ca.chain]
+        put(
+            self.out / "ca-chain.pem",
+            b"".join(
+                pem_armor("CERTIFICATE", c.public_bytes(serialization.Encoding.DER)) for c in chain
+            ),
+        )
+        return {
+            row["source"]
+            for row in self._journal_rows()
+            if (self.out / row["files"]["crt_der"]).exists()
+        }
 
     def _journal_rows(self) -> Iterator[dict[str, Any]]:
         path = self.out / JOURNAL
@@ -286,13 +142,16 @@ class BulkRun:
             for line in handle:
                 with contextlib.suppress(ValueError):  # a line cut short by a kill
                     row = json.loads(line)
-                    if isinstance(row, dict) and "source" in row:
+                    if isinstance(row, dict) and "source" in row and "files" in row:
                         yield row
 
-    # -- the run --------------------------------------------------------------------------
+    # -- the run ------------------------------------------------------------------------------
 
     def run(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Summary:
-        """Issue everything in ``items``; returns the Summary (failures do not raise)."""
+        """Issue everything in ``items``; returns the Summary (refused items do not raise).
+
+        Raises ConflictError if another run holds OUT or OUT belongs to a different run.
+        """
         started = time.monotonic()
         advance = progress or (lambda n: None)
         try:
@@ -300,20 +159,29 @@ class BulkRun:
             lock = open(self.out / ".bulk.lock", "a")  # held for the whole run
         except OSError as exc:
             raise FleetPKIError(f"cannot write in {self.out}: {exc.strerror}") from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            raise ConflictError(f"another bulk run is writing to {self.out}") from None
-        try:
-            return self._run_locked(items, advance, started)
-        finally:
-            lock.close()
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise ConflictError(f"another bulk run is writing to {self.out}") from None
+            done = self._prepare_out()
+            with (
+                open(self.out / JOURNAL, "a", encoding="utf-8") as journal,
+                concurrent.futures.ThreadPoolExecutor(WRITER_THREADS) as writers,
+            ):
+                self._loop(items, done, advance, journal, writers)
+        self.summary.seconds = time.monotonic() - started
+        self._write_manifests()
+        return self.summary
 
-    def _run_locked(
-        self, items: Iterable[Item], advance: Callable[[int], None], started: float
-    ) -> Summary:
-        done = self._prepare_out()
+    def _loop(
+        self,
+        items: Iterable[Item],
+        done: set[str],
+        advance: Callable[[int], None],
+        journal: IO[str],
+        writers: concurrent.futures.ThreadPoolExecutor,
+    ) -> None:
         key_der = self.ca.signer.builder_key().private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
@@ -322,36 +190,32 @@ class BulkRun:
         init_args = (
             self.ca.name,
             self.ca.certificate.public_bytes(serialization.Encoding.DER),
-            key_der,  # in memory only: the pipe to the workers, never a file or argv
+            key_der,  # in memory only: the pool's pipe, never a file or argv
             self.project,
             self.days,
             str(self.out),
             self.key_type.value,
         )
-        work = _issue_chunk if self.mode == "issue" else _sign_chunk
-        context = multiprocessing.get_context("fork")
-        with (
-            open(self.out / JOURNAL, "a", encoding="utf-8") as journal,
-            context.Pool(self.workers, _init_worker, init_args) as pool,
-        ):
-            # A bounded window of chunks in flight: memory stays flat for any input size.
-            window: collections.deque[Any] = collections.deque()
-            for chunk in self._chunks(items, done, advance, journal):
+        work = issue_chunk if self.mode == "issue" else sign_chunk
+        # fork: workers start at once; the pool exists before any thread of ours does.
+        with multiprocessing.get_context("fork").Pool(self.workers, init_worker, init_args) as pool:
+            window: collections.deque[Any] = collections.deque()  # bounded: flat memory
+            for chunk in self._chunks(items, done, advance, writers):
                 window.append(pool.apply_async(work, (chunk,)))
-                if len(window) >= 2 * self.workers + 1:
-                    advance(self._absorb(window.popleft().get(), journal))
+                if len(window) > 2 * self.workers:
+                    advance(self._absorb(window.popleft().get(), writers))
+                    self._drain(journal, block=False)
             while window:
-                advance(self._absorb(window.popleft().get(), journal))
-        self.summary.seconds = time.monotonic() - started
-        self._write_manifests()
-        return self.summary
+                advance(self._absorb(window.popleft().get(), writers))
+                self._drain(journal, block=False)
+        self._drain(journal, block=True)
 
     def _chunks(
         self,
         items: Iterable[Item],
         done: set[str],
         advance: Callable[[int], None],
-        journal: Any,
+        writers: concurrent.futures.ThreadPoolExecutor,
     ) -> Iterator[list[Item]]:
         chunk: list[Item] = []
         for item in items:
@@ -362,21 +226,23 @@ class BulkRun:
                 continue
             chunk.append(item)
             if len(chunk) >= self.chunk:
-                yield from self._pending(chunk, advance, journal)
+                yield from self._unissued(chunk, advance, writers)
                 chunk = []
         if chunk:
-            yield from self._pending(chunk, advance, journal)
+            yield from self._unissued(chunk, advance, writers)
 
-    def _pending(
-        self, chunk: list[Item], advance: Callable[[int], None], journal: Any
+    def _unissued(
+        self,
+        chunk: list[Item],
+        advance: Callable[[int], None],
+        writers: concurrent.futures.ThreadPoolExecutor,
     ) -> Iterator[list[Item]]:
-        """``bulk issue``: IDs with a certificate already are finished here, never re-keyed."""
+        """``bulk issue``: an ID that has a certificate is finished here, never given a new key."""
         if self.mode != "issue":
             yield chunk
             return
         ids = [item.certificate_id or item.source for item in chunk]
         existing = self.inventory.active_device_certificates(self.project, ids)
-        fresh = [item for item, cid in zip(chunk, ids, strict=True) if cid not in existing]
         finished = []
         for item, cid in zip(chunk, ids, strict=True):
             if cid in existing:
@@ -387,18 +253,19 @@ class BulkRun:
                     self._fail(
                         item.source,
                         f"certificate ID {cid!r} already has a certificate (serial "
-                        f"{cert.serial_hex}) whose key is not in {self.out / cid}; revoke it "
-                        "or choose other IDs",
+                        f"{cert.serial_hex}) whose key is not in {self.out}; revoke it or "
+                        "choose other IDs",
                     )
         if finished:
-            self._write(finished, journal, rewritten=True)
+            self._writes.append(writers.submit(self._write_files, finished, True))
+        fresh = [item for item, cid in zip(chunk, ids, strict=True) if cid not in existing]
         advance(len(chunk) - len(fresh))
         if fresh:
             yield fresh
 
     def _key_matches(self, certificate_id: str, cert: FastCertificate) -> bool:
         try:
-            key = load_private_key((self.out / certificate_id / "key.der").read_bytes())
+            key = load_private_key(device_file(self.out, certificate_id, "key.der").read_bytes())
         except (OSError, FleetPKIError):
             return False
         return spki_der(key.public_key()) == cert.spki
@@ -406,8 +273,10 @@ class BulkRun:
     def _fail(self, source: str, reason: str) -> None:
         self.summary.failures.append((source, reason))
 
-    def _absorb(self, outcomes: list[Outcome], journal: Any) -> int:
-        """Commit a worker's chunk, then write its files; returns how many items it held."""
+    def _absorb(
+        self, outcomes: list[Outcome], writers: concurrent.futures.ThreadPoolExecutor
+    ) -> int:
+        """Commit a worker's chunk, then hand its files to the writers; returns its size."""
         signed = []
         for outcome in outcomes:
             if outcome.cert is None:
@@ -430,7 +299,7 @@ class BulkRun:
             if stored is None:
                 new.append(outcome)
                 continue
-            # Issued before (an interrupted run): the signed copy here is dropped unrecorded.
+            # Issued by an interrupted run: the copy signed now is dropped, never recorded.
             previous = FastCertificate.from_der(stored)
             if previous.spki == cert.spki:
                 reused.append(Outcome(outcome.source, previous))
@@ -441,8 +310,10 @@ class BulkRun:
                     f"(serial {previous.serial_hex}) for another key",
                 )
         new = self._commit(new)
-        self._write(new, journal)
-        self._write(reused, journal, rewritten=True)
+        if new:
+            self._writes.append(writers.submit(self._write_files, new, False))
+        if reused:
+            self._writes.append(writers.submit(self._write_files, reused, True))
         return len(outcomes)
 
     def _record(self, cert: FastCertificate) -> IssuedRecord:
@@ -478,60 +349,61 @@ class BulkRun:
                 self._fail(outcome.source, str(exc))
         return kept
 
-    def _write(self, outcomes: list[Outcome], journal: Any, *, rewritten: bool = False) -> None:
-        rows = []
+    def _write_files(self, outcomes: list[Outcome], rewritten: bool) -> _Written:
+        """Writer thread: certificate files of committed rows, then their journal rows."""
+        written = _Written([], [], rewritten)
         for outcome in outcomes:
             cert = outcome.cert
             assert cert is not None
+            cid = cert.certificate_id
             try:
-                folder = device_folder(self.out, cert.certificate_id)
-                folder.mkdir(exist_ok=True)
-                pem = pem_armor("CERTIFICATE", cert.der)
-                fingerprint = cert.fingerprint()
-                _put(folder / "crt.pem", pem, 0o644)
-                _put(folder / "crt.der", cert.der, 0o644)
-                _put(folder / "chain.pem", pem + self._intermediates, 0o644)
-            except (OSError, FleetPKIError) as exc:
-                reason = getattr(exc, "strerror", None) or str(exc)
-                self._fail(outcome.source, f"certificate recorded, files not written: {reason}")
+                put(device_file(self.out, cid, "crt.pem"), pem_armor("CERTIFICATE", cert.der))
+                put(device_file(self.out, cid, "crt.der"), cert.der)
+            except OSError as exc:
+                reason = f"certificate recorded (serial {cert.serial_hex}), files not written: "
+                written.failures.append((outcome.source, reason + str(exc.strerror)))
                 continue
-            if rewritten:
-                self.summary.rewritten += 1
-            else:
-                self.summary.issued += 1
-            files = {k: f"{cert.certificate_id}/{FILE_NAMES[k]}" for k in self.files}
             row = {
-                "certificate_id": cert.certificate_id,
+                "certificate_id": cid,
                 "serial": cert.serial_hex,
-                "fingerprint_sha256": fingerprint,
+                "fingerprint_sha256": cert.fingerprint(),
                 "not_after": f"{cert.not_after:%Y-%m-%dT%H:%M:%SZ}",
                 "source": outcome.source,
-                "files": files,
+                "files": {k: f"{cid}.{name}" for k, name in self.files.items()},
             }
-            rows.append(json.dumps(row) + "\n")
-        journal.write("".join(rows))
-        journal.flush()
+            written.rows.append(json.dumps(row) + "\n")
+        return written
+
+    def _drain(self, journal: IO[str], *, block: bool) -> None:
+        """Journal the batches whose files are written, in order."""
+        while self._writes and (block or self._writes[0].done()):
+            written = self._writes.popleft().result()
+            journal.write("".join(written.rows))
+            journal.flush()
+            self.summary.failures.extend(written.failures)
+            if written.rewritten:
+                self.summary.rewritten += len(written.rows)
+            else:
+                self.summary.issued += len(written.rows)
 
     def _write_manifests(self) -> None:
-        """manifest.csv and manifest.json from the journal: every device of the run so far."""
-        import csv
-
+        """manifest.csv and manifest.json (every device of this output folder), failures.csv."""
         csv_tmp, json_tmp = self.out / ".manifest.csv.tmp", self.out / ".manifest.json.tmp"
+        names = list(self.files)
         with (
             open(csv_tmp, "w", newline="", encoding="utf-8") as csv_handle,
             open(json_tmp, "w", encoding="utf-8") as json_handle,
         ):
             writer = csv.writer(csv_handle)
-            writer.writerow([*MANIFEST_FIELDS, *self.files])
-            head = {"project": self.project, "ca": self.ca.name}
+            writer.writerow([*MANIFEST_FIELDS, *names, "ca_chain"])
+            head = {"project": self.project, "ca": self.ca.name, "ca_chain": "ca-chain.pem"}
             json_handle.write(json.dumps(head)[:-1] + ', "devices": [')
-            first = True
+            separator = "\n  "
             for row in self._journal_rows():
-                writer.writerow(
-                    [*(row[k] for k in MANIFEST_FIELDS), *(row["files"][k] for k in self.files)]
-                )
-                json_handle.write(("\n  " if first else ",\n  ") + json.dumps(row))
-                first = False
+                files = [row["files"].get(k, "") for k in names]
+                writer.writerow([*(row[k] for k in MANIFEST_FIELDS), *files, "ca-chain.pem"])
+                json_handle.write(separator + json.dumps(row))
+                separator = ",\n  "
             json_handle.write("\n]}\n")
         with open(self.out / "failures.csv", "w", newline="", encoding="utf-8") as handle:
             failures = csv.writer(handle)
