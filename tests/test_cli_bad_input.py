@@ -62,6 +62,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, hierarchy: Hierarchy) -> In
     put(
         "key.pem", b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n"
     )
+    put(
+        "legacy.key.pem",
+        generate_private_key("rsa2048").private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.BestAvailableEncryption(b"pw"),
+        ),
+    )
     return Inputs(hierarchy, files)
 
 
@@ -167,6 +175,12 @@ CASES = [
             out.parent / "missing" / "x.pem",
         ],
         "does not exist",
+    ),
+    Case("days-past-9999", _sign("good.csr.pem", "--days", "99999999"), "after the year 9999"),
+    Case(
+        "inspect-legacy-encrypted-pem",
+        lambda i, out: ["inspect", i["legacy.key.pem"]],
+        "legacy OpenSSL-encrypted PEM",
     ),
     Case("der-with-chain", _sign("good.csr.pem", "--der", "--chain"), "DER holds one"),
     Case(

@@ -83,7 +83,7 @@ def pem_blocks(data: bytes) -> list[Block]:
         if label not in LABELS:
             raise InputError(f"unsupported PEM block {label!r}")
         body = re.sub(rb"\s+", b"", match.group(2))
-        if b":" in match.group(2).split(b"\n\n")[0] and label == "EC PRIVATE KEY":
+        if b"Proc-Type:" in match.group(2):
             raise InputError("legacy OpenSSL-encrypted PEM keys are not supported: use PKCS#8")
         try:
             der = base64.b64decode(body, validate=True)

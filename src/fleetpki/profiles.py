@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from fleetpki.errors import InputError
 from fleetpki.keys import PublicKey
 
 BACKDATE = dt.timedelta(minutes=5)  # tolerate device clocks a little behind the CA's
@@ -69,11 +70,17 @@ class Profile:
         """A CertificateBuilder with this profile's fields; ``issuer=None`` means self-signed.
 
         notAfter is clamped to the issuer's notAfter: a certificate must not outlive its CA.
+        Raises InputError for a lifetime under one day or past the year 9999.
         """
         now = now or utcnow()
-        lifetime = dt.timedelta(days=days if days is not None else self.default_days)
+        chosen = days if days is not None else self.default_days
+        if chosen < 1:
+            raise InputError(f"invalid lifetime of {chosen} days: at least 1")
         not_before = now - BACKDATE
-        not_after = now + lifetime
+        try:
+            not_after = now + dt.timedelta(days=chosen)
+        except OverflowError:
+            raise InputError(f"a lifetime of {chosen} days ends after the year 9999") from None
         if issuer is not None:
             not_after = min(not_after, issuer.not_valid_after_utc)
         builder = (

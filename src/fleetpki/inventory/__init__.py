@@ -6,9 +6,9 @@ constraints, and at most one active device certificate exists per (project, cert
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
-import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
