@@ -211,7 +211,14 @@ def free_udp_port() -> int:
 class DtlsClient:
     """A pyOpenSSL DTLS 1.2 client over a plain UDP socket (tests and the benchmark)."""
 
-    def __init__(self, port: int, cert: Path | None, key: Path | None, ca_file: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        cert: Path | None,
+        key: Path | None,
+        ca_file: Path,
+        sock: socket.socket | None = None,
+    ) -> None:
         ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
         ctx.set_min_proto_version(DTLS1_2_VERSION)
         ctx.set_max_proto_version(DTLS1_2_VERSION)
@@ -223,8 +230,10 @@ class DtlsClient:
         self.conn = SSL.Connection(ctx, None)
         self.conn.set_connect_state()
         self.conn.set_ciphertext_mtu(1200)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.connect(("127.0.0.1", port))
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect(("127.0.0.1", port))
+        self.sock = sock
         self.sock.settimeout(0.5)
 
     def _flush(self) -> None:
@@ -364,3 +373,128 @@ class CoapsEnv:
     def close(self) -> None:
         self.server.stop()
         self.platform.close()
+
+
+class _LoadSlot:
+    def __init__(self, ctx: SSL.Context, port: int, host: str) -> None:
+        self.conn = SSL.Connection(ctx, None)
+        self.conn.set_connect_state()
+        self.conn.set_ciphertext_mtu(1200)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.connect((host, port))
+        self.done = False
+        self.answered = False
+        self.last = time.monotonic()
+
+    def flush(self) -> None:
+        data = b""
+        while True:
+            try:
+                data += self.conn.bio_read(65536)
+            except SSL.WantReadError:
+                break
+        for datagram in pack_datagrams(split_records(data)):
+            with contextlib.suppress(BlockingIOError):
+                self.sock.send(datagram)
+
+    def step(self, request: bytes | None) -> None:
+        """Advance the handshake; once done, send ``request`` (or finish)."""
+        try:
+            self.conn.do_handshake()
+        except SSL.WantReadError:
+            self.flush()
+            return
+        self.flush()
+        self.done = True
+        if request is not None:
+            self.conn.write(request)
+            self.flush()
+
+
+def run_load(
+    port: int,
+    cert: Path,
+    key: Path,
+    count: int,
+    concurrency: int,
+    *,
+    request: bool = True,
+    keep_open: bool = False,
+    timeout: float = 60.0,
+    host: str = "127.0.0.1",
+) -> tuple[int, float, list[_LoadSlot]]:
+    """``count`` DTLS handshakes (+ one confirmable GET whoami each), ``concurrency`` at a time,
+    from one thread. Returns (completed, seconds, open slots when ``keep_open``)."""
+    import selectors
+
+    ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(DTLS1_2_VERSION)
+    ctx.set_max_proto_version(DTLS1_2_VERSION)
+    ctx.use_certificate_chain_file(str(cert))
+    ctx.use_privatekey_file(str(key))
+    ctx.set_verify(SSL.VERIFY_NONE)
+    payload = coap_request(aiocoap.GET, "whoami").encode() if request else None
+    selector = selectors.DefaultSelector()
+    started = completed = 0
+    kept: list[_LoadSlot] = []
+    begin = time.monotonic()
+
+    def start() -> None:
+        nonlocal started
+        slot = _LoadSlot(ctx, port, host)
+        selector.register(slot.sock, selectors.EVENT_READ, slot)
+        started += 1
+        slot.step(payload)
+
+    def finish(slot: _LoadSlot, ok: bool = True) -> None:
+        nonlocal completed
+        completed += ok
+        selector.unregister(slot.sock)
+        if keep_open and ok:
+            kept.append(slot)
+        else:
+            slot.sock.close()
+        if started < count:
+            start()
+
+    while started < min(concurrency, count):
+        start()
+    while selector.get_map() and time.monotonic() - begin < timeout:
+        for selected, _mask in selector.select(0.2):
+            slot = selected.data
+            try:
+                data = slot.sock.recv(65536)
+            except (BlockingIOError, ConnectionRefusedError):
+                continue
+            slot.last = time.monotonic()
+            slot.conn.bio_write(data)
+            if not slot.done:
+                try:
+                    slot.step(payload)
+                except SSL.Error:
+                    finish(slot, ok=False)
+                    continue
+                if slot.done and payload is None:
+                    finish(slot)
+            else:
+                try:
+                    reply = aiocoap.Message.decode(slot.conn.recv(65536))
+                except SSL.WantReadError:
+                    continue
+                if reply.code == aiocoap.EMPTY:
+                    continue  # an empty ACK: the answer follows separately
+                slot.answered = reply.code == aiocoap.CONTENT
+                finish(slot)
+        now = time.monotonic()
+        for key_ in list(selector.get_map().values()):
+            slot = key_.data
+            if now - slot.last > 1.0:  # retransmit: the handshake flight, or the request
+                slot.last = now
+                if slot.done and payload is not None:
+                    slot.conn.write(payload)
+                else:
+                    slot.conn.DTLSv1_handle_timeout()
+                slot.flush()
+    selector.close()
+    return completed, time.monotonic() - begin, kept

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import os
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,8 @@ MTU = 1200
 _RECORD_HEADER = struct.Struct("!BHH6sH")  # type, version, epoch, sequence, length
 _HANDSHAKE, _ALERT = 22, 21
 _ACCESS_DENIED = 49
-_COOKIE_PERIOD = 30.0  # seconds; a cookie stays valid for one to two periods
+_COOKIE_PERIOD = 30.0
+RECEIVE_BUFFER = 4 * 1024 * 1024  # seconds; a cookie stays valid for one to two periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +346,12 @@ class DtlsEndpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Bursts of handshakes (a fleet reconnecting) overflow the default ~200 KiB buffer;
+            # the kernel caps this at net.core.rmem_max.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
