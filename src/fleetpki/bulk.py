@@ -202,7 +202,7 @@ class BulkRun:
             window: collections.deque[Any] = collections.deque()  # bounded: flat memory
             for chunk in self._chunks(items, done, advance, writers):
                 window.append(pool.apply_async(work, (chunk,)))
-                if len(window) > 2 * self.workers:
+                if len(window) > 4 * self.workers:
                     advance(self._absorb(window.popleft().get(), writers))
                     self._drain(journal, block=False)
             while window:
@@ -336,7 +336,7 @@ class BulkRun:
         if not records:
             return []
         try:
-            self.inventory.record(records, action="bulk-issue", check_active=False)
+            self.inventory.record_batch(records)
             return new
         except ConflictError:
             pass

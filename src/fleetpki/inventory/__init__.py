@@ -95,6 +95,15 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def _conflict(exc: sa.exc.IntegrityError) -> ConflictError:
+    text = db.short_db_error(exc)
+    if "serial" in text:
+        return ConflictError("serial number collision; retry")
+    if "fingerprint" in text:
+        return ConflictError("this exact certificate is already in the inventory")
+    return ConflictError("an active certificate exists for this certificate ID (use --renew)")
+
+
 class Inventory:
     """Issued certificates and the audit log, in SQLite (default) or any SQLAlchemy URL."""
 
@@ -117,21 +126,17 @@ class Inventory:
         *,
         renew: bool = False,
         action: str = "issue",
-        check_active: bool = True,
     ) -> None:
         """Insert ``records`` in one transaction, or none of them.
 
         A device record for a (project, certificate ID) that has an active certificate raises
         ConflictError unless ``renew``, which marks the old one superseded in the same transaction.
-        ``check_active=False`` (bulk issuance, which looked the IDs up per batch with
-        ``active_device_certificates``) skips the per-row lookup; the unique index still refuses
-        a second active certificate with ConflictError.
         """
         now = _now()
         try:
             with self.engine.begin() as conn:
                 for rec in records:
-                    if rec.kind == "device" and (check_active or renew):
+                    if rec.kind == "device":
                         self._supersede_or_refuse(conn, rec, renew, now)
                 conn.execute(certificates.insert(), [rec.row(now) for rec in records])
                 conn.execute(
@@ -153,14 +158,33 @@ class Inventory:
                     ],
                 )
         except sa.exc.IntegrityError as exc:
-            text = db.short_db_error(exc)
-            if "serial" in text:
-                raise ConflictError("serial number collision; retry") from None
-            if "fingerprint" in text:
-                raise ConflictError("this exact certificate is already in the inventory") from None
-            raise ConflictError(
-                "an active certificate exists for this certificate ID (use --renew)"
-            ) from None
+            raise _conflict(exc) from None
+
+    def record_batch(self, records: Sequence[IssuedRecord], *, action: str = "bulk-issue") -> None:
+        """Insert new device records in one transaction with one audit entry (bulk issuance).
+
+        No per-row lookup: the caller looked the IDs up (``active_device_certificates``). The
+        unique indexes still refuse a serial, fingerprint or second active ID: then nothing is
+        inserted and ConflictError is raised (retry one by one with ``record`` to find which).
+        """
+        if not records:
+            return
+        now = _now()
+        detail = {
+            "count": len(records),
+            "issuer_ca": records[0].issuer_ca,
+            "serials": [rec.serial for rec in records],
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(certificates.insert(), [rec.row(now) for rec in records])
+                conn.execute(
+                    audit_log.insert().values(
+                        time=now, action=action, serial=None, detail=json.dumps(detail)
+                    )
+                )
+        except sa.exc.IntegrityError as exc:
+            raise _conflict(exc) from None
 
     @staticmethod
     def _supersede_or_refuse(
