@@ -1,0 +1,217 @@
+"""DTLS handshakes + one CoAP request per second, against the mTLS endpoint in the same run.
+
+    .venv/bin/python benchmarks/dtls_handshakes.py [--seconds 5] [--clients 64] [--client-procs 2]
+
+Each phase starts one server process on loopback with the real platform (SQLite, real auth
+pipeline, auth events recorded) and client processes that each keep ``clients/client-procs``
+handshakes in flight; a client completes a full handshake with a P-256 device certificate and
+one request (CoAP GET whoami, confirmable / HTTP GET /v1/device/whoami), then starts over.
+Reported: completed handshakes+requests per second, server CPU per handshake (ms) and what one
+server core could do at that cost. Clients and server share the machine's cores, so the
+per-core figure is the fair comparison; the ratio line compares CoAPS to mTLS (TLS 1.2, the
+same ECDHE-ECDSA-AES128-GCM work). Bounded: about 2 x (seconds + 3) s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "platform"))  # the CoAPS test client helpers
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- servers (child processes) ---------------------------------------------------------------
+
+
+def _serve(kind: str, data_dir: str, port_out: Any, stop: Any) -> None:
+    from fleetpki.platform.app import Platform
+
+    platform = Platform.open(data_dir)
+    if kind == "coaps":
+        import asyncio
+
+        from fleetpki.platform.transports.coaps import CoapsServer
+        from fleetpki.platform.transports.dtls import DtlsSettings
+
+        async def main() -> None:
+            server = CoapsServer(
+                platform.authenticator,
+                platform.resources,
+                certfile=platform.server_cert_file,
+                keyfile=platform.server_key_file,
+                settings=DtlsSettings(max_sessions=100_000, idle_timeout=5.0),
+            )
+            _host, port = await server.start("127.0.0.1", 0)
+            port_out.send(port)
+            task = asyncio.ensure_future(server.serve())
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        asyncio.run(main())
+    else:
+        from fleetpki.platform.transports import https
+
+        sock = https.listen("127.0.0.1", 0)
+        server = https.HttpsDeviceServer(
+            platform.authenticator,
+            platform.resources,
+            https.server_context(platform.server_cert_file, platform.server_key_file),
+            sock,
+        )
+        https.start_in_thread(server)
+        port_out.send(server.address[1])
+        stop.wait()
+        server.shutdown()
+    platform.close()
+
+
+# -- clients (child processes) ---------------------------------------------------------------
+
+
+def _coaps_clients(port: int, cert: str, key: str, inflight: int, seconds: float, out: Any) -> None:
+    from coaps_fixtures import run_load
+
+    completed, elapsed, _ = run_load(
+        port, Path(cert), Path(key), 10**9, inflight, request=True, timeout=seconds
+    )
+    out.send((completed, elapsed))
+
+
+def _https_clients(
+    port: int, cert: str, key: str, ca: str, inflight: int, seconds: float, out: Any
+) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # like for like with DTLS 1.2
+    context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(ca)
+    context.check_hostname = False
+    request = b"GET /v1/device/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    counts = [0] * inflight
+    begin = time.monotonic()
+
+    def worker(index: int) -> None:
+        while time.monotonic() - begin < seconds:
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                with context.wrap_socket(raw) as tls:
+                    tls.sendall(request)
+                    answer = b""
+                    while chunk := tls.recv(65536):
+                        answer += chunk
+            if answer.startswith(b"HTTP/1.1 200"):
+                counts[index] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(inflight)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.send((sum(counts), time.monotonic() - begin))
+
+
+# -- driver ----------------------------------------------------------------------------------
+
+
+def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    port_in, port_out = ctx.Pipe(duplex=False)
+    stop = ctx.Event()
+    server = ctx.Process(target=_serve, args=(kind, str(data_dir), port_out, stop))
+    server.start()
+    port = port_in.recv()
+    assert server.pid is not None
+    inflight = max(1, args.clients // args.client_procs)
+    pipes, clients = [], []
+    for index in range(args.client_procs):
+        device = devices[index % len(devices)]
+        receive, send = ctx.Pipe(duplex=False)
+        if kind == "coaps":
+            target: Any = _coaps_clients
+            client_args: tuple[Any, ...] = (port, str(device.cert), str(device.key))
+        else:
+            target = _https_clients
+            client_args = (port, str(device.cert), str(device.key), str(ca))
+        process = ctx.Process(target=target, args=(*client_args, inflight, args.seconds, send))
+        pipes.append(receive)
+        clients.append(process)
+    time.sleep(0.5)  # let the clients' interpreters start before the clock
+    cpu_before = _cpu_seconds(server.pid)
+    for process in clients:
+        process.start()
+    results = [pipe.recv() for pipe in pipes]
+    cpu = _cpu_seconds(server.pid) - cpu_before
+    for process in clients:
+        process.join()
+    stop.set()
+    server.join(10)
+    completed = sum(r[0] for r in results)
+    elapsed = max(r[1] for r in results)
+    per_handshake = cpu / completed if completed else float("inf")
+    return {
+        "completed": completed,
+        "rate": completed / elapsed,
+        "cpu_ms": per_handshake * 1000,
+        "per_core": 1 / per_handshake if completed else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=64, help="handshakes in flight in total")
+    parser.add_argument("--client-procs", type=int, default=2)
+    args = parser.parse_args()
+
+    from coaps_fixtures import Pki, pem
+
+    from fleetpki.platform.app import Platform
+
+    with tempfile.TemporaryDirectory(prefix="fleetpki-bench-") as tmp:
+        base = Path(tmp)
+        pki = Pki(base / "pki", "bench")
+        with Platform.open(base / "data") as platform:
+            platform.store.create_project("acme", "Acme")
+            platform.store.upload_ca("acme", pem(pki.root.certificate), "root")
+            platform.store.upload_ca("acme", pem(pki.ca.certificate), "intermediate")
+            ca = platform.server_ca_file
+        devices = [pki.device(f"bench-{i}", chain=False) for i in range(args.client_procs)]
+        print(
+            f"{os.cpu_count()} CPUs; {args.clients} handshakes in flight from "
+            f"{args.client_procs} client processes; {args.seconds:.0f} s per endpoint"
+        )
+        rows = {}
+        for kind in ("https", "coaps"):
+            rows[kind] = _phase(kind, base / "data", devices, ca, args)
+            row = rows[kind]
+            print(
+                f"{kind:6} {row['completed']:7.0f} handshakes+requests  {row['rate']:7.0f}/s  "
+                f"server {row['cpu_ms']:.2f} ms CPU each = {row['per_core']:.0f}/s per core"
+            )
+        ratio = rows["coaps"]["rate"] / rows["https"]["rate"] if rows["https"]["rate"] else 0
+        per_core = (
+            rows["coaps"]["per_core"] / rows["https"]["per_core"]
+            if rows["https"]["per_core"]
+            else 0
+        )
+        print(f"ratio CoAPS/mTLS: {ratio:.2f}x measured rate, {per_core:.2f}x per server core")
+
+
+if __name__ == "__main__":
+    main()
