@@ -88,6 +88,8 @@ def test_list_filters_and_json(cli: RunCli, tmp_path: Path) -> None:
     assert rc == 0 and out.strip() == "no certificates match"
     rc, out, _ = cli("list", "--project", "other")
     assert rc == 0 and "list-long" in out and "1 certificate(s)" in out
+    rc, out, _ = cli("list")  # piped: the table is not cut to 80 columns
+    assert "intermediate" in out and "certificate ID" in out
 
 
 def test_inspect_json(cli: RunCli, pki: Hierarchy, tmp_path: Path) -> None:

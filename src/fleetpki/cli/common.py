@@ -22,7 +22,8 @@ from fleetpki.files import read_file
 
 ENV_PASSPHRASE = "FLEETPKI_PASSPHRASE"
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output is for reading whole (grep, less, a log): tables there are not cut to 80 columns.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
