@@ -1,8 +1,10 @@
 """DTLS handshakes + one CoAP request per second, against the mTLS endpoint in the same run.
 
     .venv/bin/python benchmarks/dtls_handshakes.py [--seconds 5] [--clients 64] [--client-procs 2]
+                                                   [--server-procs 1]
 
-Each phase starts one server process on loopback with the real platform (SQLite, real auth
+Each phase starts ``server-procs`` server processes (SO_REUSEPORT) on loopback with the real
+platform (SQLite, real auth
 pipeline, auth events recorded) and client processes that each keep ``clients/client-procs``
 handshakes in flight; a client completes a full handshake with a P-256 device certificate and
 one request (CoAP GET whoami, confirmable / HTTP GET /v1/device/whoami), then starts over.
@@ -38,7 +40,7 @@ def _cpu_seconds(pid: int) -> float:
 # -- servers (child processes) ---------------------------------------------------------------
 
 
-def _serve(kind: str, data_dir: str, port_out: Any, stop: Any) -> None:
+def _serve(kind: str, data_dir: str, port: int, port_out: Any, stop: Any) -> None:
     from fleetpki.platform.app import Platform
 
     platform = Platform.open(data_dir)
@@ -56,8 +58,8 @@ def _serve(kind: str, data_dir: str, port_out: Any, stop: Any) -> None:
                 keyfile=platform.server_key_file,
                 settings=DtlsSettings(max_sessions=100_000, idle_timeout=5.0),
             )
-            _host, port = await server.start("127.0.0.1", 0)
-            port_out.send(port)
+            _host, bound = await server.start("127.0.0.1", port, reuse_port=True)
+            port_out.send(bound)
             task = asyncio.ensure_future(server.serve())
             while not stop.is_set():
                 await asyncio.sleep(0.1)
@@ -68,7 +70,10 @@ def _serve(kind: str, data_dir: str, port_out: Any, stop: Any) -> None:
     else:
         from fleetpki.platform.transports import https
 
-        sock = https.listen("127.0.0.1", 0)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1024)
         server = https.HttpsDeviceServer(
             platform.authenticator,
             platform.resources,
@@ -131,12 +136,15 @@ def _https_clients(
 
 def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -> dict[str, float]:
     ctx = mp.get_context("spawn")
-    port_in, port_out = ctx.Pipe(duplex=False)
     stop = ctx.Event()
-    server = ctx.Process(target=_serve, args=(kind, str(data_dir), port_out, stop))
-    server.start()
-    port = port_in.recv()
-    assert server.pid is not None
+    servers: list[Any] = []
+    port = 0
+    for _ in range(args.server_procs):  # the first binds an ephemeral port, the rest share it
+        port_in, port_out = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_serve, args=(kind, str(data_dir), port, port_out, stop))
+        process.start()
+        port = port_in.recv()
+        servers.append(process)
     inflight = max(1, args.clients // args.client_procs)
     pipes, clients = [], []
     for index in range(args.client_procs):
@@ -152,15 +160,16 @@ def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -
         pipes.append(receive)
         clients.append(process)
     time.sleep(0.5)  # let the clients' interpreters start before the clock
-    cpu_before = _cpu_seconds(server.pid)
+    cpu_before = sum(_cpu_seconds(p.pid) for p in servers)
     for process in clients:
         process.start()
     results = [pipe.recv() for pipe in pipes]
-    cpu = _cpu_seconds(server.pid) - cpu_before
+    cpu = sum(_cpu_seconds(p.pid) for p in servers) - cpu_before
     for process in clients:
         process.join()
     stop.set()
-    server.join(10)
+    for process in servers:
+        process.join(10)
     completed = sum(r[0] for r in results)
     elapsed = max(r[1] for r in results)
     per_handshake = cpu / completed if completed else float("inf")
@@ -177,6 +186,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=64, help="handshakes in flight in total")
     parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--server-procs", type=int, default=1, help="SO_REUSEPORT processes")
     args = parser.parse_args()
 
     from coaps_fixtures import Pki, pem
@@ -194,7 +204,8 @@ def main() -> None:
         devices = [pki.device(f"bench-{i}", chain=False) for i in range(args.client_procs)]
         print(
             f"{os.cpu_count()} CPUs; {args.clients} handshakes in flight from "
-            f"{args.client_procs} client processes; {args.seconds:.0f} s per endpoint"
+            f"{args.client_procs} client processes; {args.server_procs} server process(es); "
+            f"{args.seconds:.0f} s per endpoint"
         )
         rows = {}
         for kind in ("https", "coaps"):

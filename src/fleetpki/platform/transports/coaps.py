@@ -202,8 +202,13 @@ class CoapsServer:
         self._interface: DtlsMessageInterface | None = None
         self._context: aiocoap.Context | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Bind and start serving; returns the bound address. Raises OSError."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Bind and start serving; returns the bound address. Raises OSError.
+
+        ``reuse_port``: several processes may bind the same port; the kernel hashes each peer's
+        address to one of them, so a peer's datagrams (cookie exchange included) always reach
+        the same process and its session.
+        """
         loop = asyncio.get_running_loop()
         self._context = aiocoap.Context(
             loop=loop, serversite=build_site(self.resources, self.executor), loggername=__name__
@@ -218,6 +223,7 @@ class CoapsServer:
         _transport, endpoint = await loop.create_datagram_endpoint(
             lambda: DtlsEndpoint(self.ssl_context, self._authorize, self._received, self.settings),
             local_addr=(host, port),
+            reuse_port=reuse_port or None,
         )
         self.endpoint = endpoint
         bound = endpoint.transport.get_extra_info("sockname") if endpoint.transport else None
@@ -272,15 +278,20 @@ async def serve_coaps(
     host: str,
     port: int,
     ready: asyncio.Event | None = None,
+    reuse_port: bool = False,
+    settings: DtlsSettings | None = None,
 ) -> None:
     """Serve CoAP over DTLS 1.2 on ``host:port`` until cancelled; sets ``ready`` once bound.
 
-    Raises OSError when the address cannot be bound and OpenSSL.SSL.Error for an unusable
-    certificate or key.
+    ``reuse_port=True`` lets one such server run in each of several worker processes on the same
+    port (see CoapsServer.start). Raises OSError when the address cannot be bound and
+    OpenSSL.SSL.Error for an unusable certificate or key.
     """
-    server = CoapsServer(authenticator, resources, certfile=certfile, keyfile=keyfile)
+    server = CoapsServer(
+        authenticator, resources, certfile=certfile, keyfile=keyfile, settings=settings
+    )
     try:
-        await server.start(host, port)
+        await server.start(host, port, reuse_port=reuse_port)
     except BaseException:
         await server.close()
         raise
