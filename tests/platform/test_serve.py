@@ -66,7 +66,6 @@ def test_serve_end_to_end(tmp_path: Path, pki: PKI, db_url: str | None) -> None:
         # Disabled through the API (parent process): refused by the HTTPS workers soon after.
         server.api("PATCH", f"/v1/projects/acme/certificates/{ca_id}", {"enabled": False}, key=key)
         assert wait_for(lambda: curl_whoami(server, files)[0] == 403)
-        events = server.api("GET", "/v1/projects/acme/auth-events", key=key).json()["list"]
         assert wait_for(
             lambda: (
                 "is disabled"
@@ -75,6 +74,7 @@ def test_serve_end_to_end(tmp_path: Path, pki: PKI, db_url: str | None) -> None:
                 ]
             )
         )
+        events = server.api("GET", "/v1/projects/acme/auth-events", key=key).json()["list"]
         assert any(e["outcome"] == "accepted" for e in events)
         devices = server.api("GET", "/v1/projects/acme/devices", key=key).json()
         assert devices["total"] == 1 and devices["list"][0]["lastSeen"] is not None

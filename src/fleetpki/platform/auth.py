@@ -153,7 +153,7 @@ class PlatformAuthenticator:
         return reason
 
     def _device(self, project_id: str, certificate_id: str) -> DeviceRecord:
-        cached = self.trust.device(project_id, certificate_id)
+        cached, token = self.trust.device(project_id, certificate_id)
         if cached is not None:
             return cached
         with self.store.engine.connect() as conn:
@@ -164,5 +164,5 @@ class PlatformAuthenticator:
             if resolution.rule != "a":
                 log.info("device %s: certificate ID rule %s", record.id, resolution.rule)
         if record.enabled:
-            self.trust.remember_device(project_id, record)
+            self.trust.remember_device(project_id, record, token)
         return record

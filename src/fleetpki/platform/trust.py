@@ -48,6 +48,8 @@ class TrustCache:
         self._devices: dict[tuple[str, str], DeviceRecord] = {}
         self._versions: tuple[int, int] | None = None
         self._checked = 0.0
+        # Bumped whenever entries are dropped: a load that began before cannot be stored after.
+        self._generation = 0
         store.on_change(self.invalidate)
 
     def invalidate(self) -> None:
@@ -57,6 +59,7 @@ class TrustCache:
             self._devices.clear()
             self._versions = None
             self._checked = 0.0
+            self._generation += 1
 
     def _refresh(self) -> None:
         now = time.monotonic()
@@ -72,6 +75,8 @@ class TrustCache:
             if self._versions is None:
                 self._projects.clear()
                 self._devices.clear()
+            if self._versions != versions:
+                self._generation += 1
             self._versions = versions
 
     def project(self, project_id: str) -> ProjectTrust | None:
@@ -80,6 +85,7 @@ class TrustCache:
         with self._lock:
             if project_id in self._projects:
                 return self._projects[project_id]
+            generation = self._generation
         trust: ProjectTrust | None = None
         if self.store.project_exists(project_id):
             cas = self.store.trust_anchors(project_id)
@@ -90,19 +96,23 @@ class TrustCache:
                 crls=tuple(self.store.project_crls(project_id)),
             )
         with self._lock:
-            if len(self._projects) >= MAX_CACHED:
-                self._projects.clear()
-            self._projects[project_id] = trust
+            if generation == self._generation:
+                if len(self._projects) >= MAX_CACHED:
+                    self._projects.clear()
+                self._projects[project_id] = trust
         return trust
 
-    def device(self, project_id: str, certificate_id: str) -> DeviceRecord | None:
-        """A known device from the cache (the caller asks the store on a miss)."""
+    def device(self, project_id: str, certificate_id: str) -> tuple[DeviceRecord | None, int]:
+        """(a known device from the cache or None, a token for ``remember_device``)."""
         self._refresh()
         with self._lock:
-            return self._devices.get((project_id, certificate_id))
+            return self._devices.get((project_id, certificate_id)), self._generation
 
-    def remember_device(self, project_id: str, record: DeviceRecord) -> None:
+    def remember_device(self, project_id: str, record: DeviceRecord, token: int) -> None:
+        """Cache ``record`` unless the cache was invalidated since ``device`` gave ``token``."""
         with self._lock:
+            if token != self._generation:
+                return
             if len(self._devices) >= MAX_CACHED:
                 self._devices.clear()
             self._devices[(project_id, record.certificate_id)] = record
