@@ -218,8 +218,11 @@ class DtlsClient:
         key: Path | None,
         ca_file: Path,
         sock: socket.socket | None = None,
+        group: Any = None,
     ) -> None:
         ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+        if group is not None:
+            ctx.set_tmp_ecdh(group)  # offer only this ECDHE group
         ctx.set_min_proto_version(DTLS1_2_VERSION)
         ctx.set_max_proto_version(DTLS1_2_VERSION)
         if cert is not None and key is not None:

@@ -12,6 +12,7 @@ from dataclasses import replace
 import aiocoap
 import pytest
 from coaps_fixtures import CoapsEnv, DeviceFiles, DtlsClient, coap_request, run_load
+from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
 from fleetpki.platform.transports.dtls import DtlsSettings, split_records
@@ -240,3 +241,14 @@ def test_new_handshake_from_same_address_replaces_session(
         assert env.server.session_count() == before
     finally:
         first.close()
+
+
+def test_ecdhe_p256_when_the_device_offers_only_p256(env: CoapsEnv, device: DeviceFiles) -> None:
+    client = DtlsClient(env.port, device.cert, device.key, env.ca_file, group=ec.SECP256R1())
+    try:
+        client.handshake()
+        assert client.conn.get_group_name() == "secp256r1"
+        assert client.conn.get_protocol_version_name() == "DTLSv1.2"
+        assert client.get_json("whoami")["certificateId"] == "fleet-member"
+    finally:
+        client.close()
