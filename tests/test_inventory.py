@@ -17,7 +17,6 @@ from fleetpki.home import Home
 from fleetpki.inventory import HEAD, Inventory, IssuedRecord, audit_log
 from fleetpki.keys import generate_private_key
 
-NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture(scope="module")

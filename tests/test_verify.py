@@ -60,7 +60,8 @@ def test_expired_and_not_yet_valid(pki: dict[str, CertificateAuthority]) -> None
         build_path(future, chain, [pki["root"].certificate])
     # the 5-minute backdate tolerates a device clock a little behind
     fresh = pki["inter"].issue(_request())  # type: ignore[arg-type]
-    build_path(fresh, chain, [pki["root"].certificate], at=NOW - dt.timedelta(minutes=3))
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=3)
+    build_path(fresh, chain, [pki["root"].certificate], at=at)
 
 
 def test_intermediate_not_yet_valid(pki: dict[str, CertificateAuthority]) -> None:
