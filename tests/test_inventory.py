@@ -18,7 +18,6 @@ from fleetpki.inventory import HEAD, Inventory, IssuedRecord, audit_log
 from fleetpki.keys import generate_private_key
 
 
-
 @pytest.fixture(scope="module")
 def ca() -> CertificateAuthority:
     return CertificateAuthority.create_root("root")[0]
