@@ -5,8 +5,9 @@
 
 Each phase starts ``server-procs`` server processes (SO_REUSEPORT) on loopback with the real
 platform (SQLite, real auth pipeline, auth events recorded) and client processes that each keep
-``clients/client-procs`` handshakes in flight; a client completes a full handshake with a P-256 device certificate and
-one request (CoAP GET whoami, confirmable / HTTP GET /v1/device/whoami), then starts over.
+``clients/client-procs`` handshakes in flight; a client completes a full handshake with a P-256
+device certificate and one request (CoAP GET whoami, confirmable / HTTP GET
+/v1/device/whoami), then starts over.
 Reported: completed handshakes+requests per second, server CPU per handshake (ms) and what one
 server core could do at that cost. Clients and server share the machine's cores, so the
 per-core figure is the fair comparison; the ratio line compares CoAPS to mTLS (TLS 1.2, the

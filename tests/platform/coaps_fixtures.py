@@ -118,7 +118,9 @@ class ServerThread:
         certfile: Path,
         keyfile: Path,
         settings: DtlsSettings | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.loop = asyncio.new_event_loop()
         self.server: CoapsServer | None = None
         self.port = 0
@@ -138,7 +140,7 @@ class ServerThread:
             self.server = CoapsServer(
                 authenticator, resources, certfile=certfile, keyfile=keyfile, settings=settings
             )
-            _host, self.port = await self.server.start("127.0.0.1", 0)
+            _host, self.port = await self.server.start(self.host, 0)
             started.set()
             await self.server.serve()
 
@@ -181,13 +183,14 @@ def coap_client(
     method: str = "get",
     payload: str | None = None,
     timeout: int = 10,
+    host: str = "127.0.0.1",
 ) -> subprocess.CompletedProcess[str]:
     """libcoap's coap-client as a device (``-B`` bounds its wait)."""
     args = [binary, "-m", method, "-c", str(device.cert), "-j", str(device.key),
             "-C", str(ca_file), "-B", "5"]  # fmt: skip
     if payload is not None:
         args += ["-e", payload]
-    args.append(f"coaps://127.0.0.1:{port}/{path}")
+    args.append(f"coaps://{host}:{port}/{path}")
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
@@ -331,7 +334,9 @@ def mbedtls_get(
 class CoapsEnv:
     """The real platform (SQLite) with projects acme and other, served by CoAPS on loopback."""
 
-    def __init__(self, directory: Path, settings: DtlsSettings | None = None) -> None:
+    def __init__(
+        self, directory: Path, settings: DtlsSettings | None = None, host: str = "127.0.0.1"
+    ) -> None:
         from fleetpki.platform.app import Platform
 
         self.dir = directory
@@ -353,6 +358,7 @@ class CoapsEnv:
             self.platform.server_cert_file,
             self.platform.server_key_file,
             settings,
+            host,
         )
         self.port = self.server.port
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiocoap
 import pytest
-from coaps_fixtures import CoapsEnv, coap_client, mbedtls_get, openssl_recipe_device
+from coaps_fixtures import (
+    CoapsEnv,
+    Pki,
+    coap_client,
+    free_udp_port,
+    mbedtls_get,
+    openssl_recipe_device,
+    pem,
+)
 
 LIBCOAP = ["coap-client-openssl", "coap-client-gnutls"]
 
@@ -118,3 +128,49 @@ def test_openssl_recipe_v1_device(env: CoapsEnv, tmp_path: Path) -> None:
     assert json.loads(_ok(result))["certificateId"] == "seed-v1"
     assert env.events()[0]["certificateId"] == "seed-v1"
     assert env.events()[0]["outcome"] == "accepted"
+
+
+def test_ipv6_loopback(tmp_path: Path) -> None:
+    ipv6 = CoapsEnv(tmp_path, host="::1")
+    try:
+        device = ipv6.pki.device("v6-sensor")
+        result = coap_client(
+            "coap-client-gnutls", device, ipv6.ca_file, ipv6.port, "whoami", host="[::1]"
+        )
+        assert json.loads(_ok(result))["certificateId"] == "v6-sensor"
+        assert ipv6.events()[0]["peer"].startswith("[::1]:")
+    finally:
+        ipv6.close()
+
+
+def test_fleetpki_serve_coaps(tmp_path: Path) -> None:
+    """The real `fleetpki serve --coaps HOST:PORT` process calls serve_coaps."""
+    from fleetpki.platform.app import Platform
+
+    pki = Pki(tmp_path / "pki", "served")
+    with Platform.open(tmp_path / "data") as platform:
+        platform.store.create_project("acme", "Acme")
+        platform.store.upload_ca("acme", pem(pki.ca.certificate), "intermediate")
+    port = free_udp_port()
+    env = {**os.environ, "FLEETPKI_ADMIN_KEY": "coaps-test-admin-key-0123456789abcdef"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetpki.cli.main", "serve", "--data", str(tmp_path / "data"),
+         "--api", "127.0.0.1:0", "--https", "127.0.0.1:0", "--coaps", f"127.0.0.1:{port}",
+         "--workers", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        assert any(f"coaps://127.0.0.1:{port}" in line for line in lines), lines
+        device = pki.device("served-1")
+        ca_file = tmp_path / "data" / "server-ca.crt.pem"
+        result = coap_client("coap-client-openssl", device, ca_file, port, "whoami")
+        assert json.loads(_ok(result))["certificateId"] == "served-1"
+    finally:
+        process.terminate()
+        process.wait(10)
