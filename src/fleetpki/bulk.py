@@ -30,7 +30,15 @@ from typing import IO, Any
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.bulk_inputs import Item
-from fleetpki.bulk_worker import Outcome, device_file, init_worker, issue_chunk, put, sign_chunk
+from fleetpki.bulk_worker import (
+    Outcome,
+    device_file,
+    from_wire,
+    init_worker,
+    issue_chunk,
+    put,
+    sign_chunk,
+)
 from fleetpki.ca import CertificateAuthority
 from fleetpki.errors import ConflictError, FleetPKIError
 from fleetpki.fastsign import FastCertificate, spki_der, subject_text
@@ -39,7 +47,7 @@ from fleetpki.inventory import Inventory, IssuedRecord
 from fleetpki.keys import KeyType, load_private_key
 
 CHUNK = 256
-WRITER_THREADS = 4  # file creation waits on the filesystem, not the CPU: overlap it
+WRITER_THREADS = 2  # file creation is kernel time, outside the GIL: overlap it
 JOURNAL = ".journal.jsonl"
 MANIFEST_FIELDS = ("certificate_id", "serial", "fingerprint_sha256", "not_after", "source")
 SIGN_FILES = {"crt_pem": "crt.pem", "crt_der": "crt.der"}
@@ -203,10 +211,10 @@ class BulkRun:
             for chunk in self._chunks(items, done, advance, writers):
                 window.append(pool.apply_async(work, (chunk,)))
                 if len(window) > 4 * self.workers:
-                    advance(self._absorb(window.popleft().get(), writers))
+                    advance(self._absorb(from_wire(window.popleft().get()), writers))
                     self._drain(journal, block=False)
             while window:
-                advance(self._absorb(window.popleft().get(), writers))
+                advance(self._absorb(from_wire(window.popleft().get()), writers))
                 self._drain(journal, block=False)
         self._drain(journal, block=True)
 

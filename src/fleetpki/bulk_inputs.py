@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fleetpki.errors import InputError
 
-MAX_CSR_BYTES = 1 << 20
+MAX_CSR_BYTES = 64 << 10  # a P-256 CSR is ~300 bytes; RSA-3072 ~1 KiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class CSRSource:
     # -- folder ---------------------------------------------------------------------------
 
     def _folder_files(self) -> Iterator[str]:
-        for root, dirs, files in os.walk(self.path):
+        for root, dirs, files in os.walk(os.path.join(self.path, "")):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if not name.startswith("."):
@@ -114,8 +114,9 @@ class CSRSource:
     def items(self) -> Iterator[Item]:
         """Every CSR of the source, in a stable order."""
         if self.kind == "folder":
+            cut = len(os.path.join(self.path, ""))  # every path starts with it: no relpath()
             for path in self._folder_files():
-                yield Item(os.path.relpath(path, self.path), path=path)
+                yield Item(path[cut:], path=path)
         elif self.kind == "csv":
             yield from self._csv_rows()
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -24,13 +25,14 @@ from fleetpki.ca import CertificateAuthority
 from fleetpki.csr import CheckedRequest
 from fleetpki.errors import FleetPKIError
 from fleetpki.keys import PublicKey
-from fleetpki.naming import CERTIFICATE_ID_CHARS, device_subject, parse_device_subject
+from fleetpki.naming import device_subject, parse_device_subject
 
 _OID_SKI = bytes.fromhex("0603551d0e")  # 2.5.29.14
 _OID_O = bytes.fromhex("060355040a")  # 2.5.4.10
 _OID_CN = bytes.fromhex("0603550403")  # 2.5.4.3
 _ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")  # AlgorithmIdentifier, no parameters
-_PLAIN_SUBJECT_CHARS = CERTIFICATE_ID_CHARS  # need no RFC 4514 escaping
+# IDs of these characters need no RFC 4514 escaping (naming.CERTIFICATE_ID_CHARS).
+_PLAIN_SUBJECT = re.compile(r"[A-Za-z0-9._:@-]+")
 
 
 class TemplateError(FleetPKIError):
@@ -85,7 +87,7 @@ def subject_der(project_slug: str, certificate_id: str) -> bytes:
 
 def subject_text(project_slug: str, certificate_id: str) -> str:
     """RFC 4514 text of the device subject, as ``x509.Name.rfc4514_string`` writes it."""
-    if set(certificate_id) <= _PLAIN_SUBJECT_CHARS:
+    if _PLAIN_SUBJECT.fullmatch(certificate_id):
         return f"CN={certificate_id},O={project_slug}"
     return device_subject(project_slug, certificate_id).rfc4514_string()
 
