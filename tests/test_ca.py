@@ -159,3 +159,33 @@ def test_ca_common_name_rules() -> None:
         ca_subject("x" * 65)
     with pytest.raises(InputError):
         ca_subject("bad\nname")
+
+
+def test_expired_ca_cannot_issue_nor_be_imported(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+
+    from fleetpki import profiles
+    from fleetpki.keys import KeyFileSigner
+
+    key = generate_private_key()
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    cert = profiles.ROOT.builder(
+        subject=ca_subject("Old"), public_key=key.public_key(), issuer=None, days=2, now=past
+    ).sign(key, hashes.SHA256())
+    old = CertificateAuthority("old", cert, KeyFileSigner(key))
+    with pytest.raises(PolicyError, match="expired"):
+        old.sign_csr(create_csr(generate_private_key(), "acme", "d1"), "acme")
+    with pytest.raises(InputError, match="expired"):
+        Home(tmp_path / "h").import_ca(
+            "old",
+            cert_data=cert.public_bytes(serialization.Encoding.PEM),
+            key_data=serialize_private_key(key, None),
+            key_passphrase=None,
+            passphrase=None,
+        )
+    with pytest.raises(InputError, match="at least 1"):
+        profiles.DEVICE.builder(
+            subject=ca_subject("x"), public_key=key.public_key(), issuer=None, days=0
+        )

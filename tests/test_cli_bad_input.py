@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
+from fleetpki import profiles
+from fleetpki.ca import CertificateAuthority, ca_subject
 from fleetpki.csr import create_csr
-from fleetpki.keys import generate_private_key
+from fleetpki.home import Home
+from fleetpki.keys import KeyFileSigner, generate_private_key
 from fleetpki_testing import Hierarchy, inventory_rows, run_fleetpki, write_csr
 
 LOCKED_PASSPHRASE = "the-right-one"
@@ -34,6 +38,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, hierarchy: Hierarchy) -> In
     home.create_intermediate(
         "locked", parent="root", parent_passphrase=None, passphrase=LOCKED_PASSPHRASE.encode()
     )
+    _add_expired_ca(home)
     files: dict[str, Path] = {}
 
     def put(name: str, data: bytes) -> None:
@@ -71,6 +76,21 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, hierarchy: Hierarchy) -> In
         ),
     )
     return Inputs(hierarchy, files)
+
+
+def _add_expired_ca(home: Home) -> None:
+    """A root that expired last week, stored as if it had been made back then."""
+    key = generate_private_key()
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    cert = profiles.ROOT.builder(
+        subject=ca_subject("Expired CA"),
+        public_key=key.public_key(),
+        issuer=None,
+        days=23,
+        now=past,
+    ).sign(key, hashes.SHA256())
+    ca = CertificateAuthority("expired", cert, KeyFileSigner(key))
+    home._save_ca(ca, key, kind="root", parent=None, passphrase=None)
 
 
 def serialization_pem(der: bytes) -> bytes:
@@ -157,6 +177,20 @@ CASES = [
         "empty-passphrase-file",
         _sign("good.csr.pem", "--passphrase-file", os.devnull, ca="locked"),
         "is empty",
+    ),
+    Case("expired-ca", _sign("good.csr.pem", ca="expired"), "expired"),
+    Case(
+        "expired-ca-intermediate",
+        lambda i, out: [
+            "ca",
+            "intermediate",
+            "--name",
+            "junk",
+            "--parent",
+            "expired",
+            "--no-passphrase",
+        ],
+        "it cannot issue",
     ),
     Case("unknown-ca", _sign("good.csr.pem", ca="nope"), "unknown CA 'nope'"),
     Case("invalid-ca-name", _sign("good.csr.pem", ca="../root"), "invalid CA name"),

@@ -25,7 +25,7 @@ from fleetpki.keys import (
     key_type_of,
 )
 from fleetpki.naming import device_subject
-from fleetpki.verify import check_ca_certificate
+from fleetpki.verify import check_ca_certificate, check_validity
 
 REVOCATION_REASONS = {
     "unspecified": x509.ReasonFlags.unspecified,
@@ -124,6 +124,10 @@ class CertificateAuthority:
             ) from None
         if certificate.public_key() != signer.public_key():
             raise InputError("the key does not belong to the certificate")
+        try:
+            check_validity(certificate, profiles.utcnow(), "the CA certificate")
+        except VerificationError as exc:
+            raise InputError(f"{exc}: it cannot sign") from None
         return cls(name, certificate, signer, tuple(chain))
 
     def issue(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from fleetpki.errors import InputError
+from fleetpki.errors import InputError, PolicyError
 from fleetpki.keys import PublicKey
 
 BACKDATE = dt.timedelta(minutes=5)  # tolerate device clocks a little behind the CA's
@@ -70,7 +70,8 @@ class Profile:
         """A CertificateBuilder with this profile's fields; ``issuer=None`` means self-signed.
 
         notAfter is clamped to the issuer's notAfter: a certificate must not outlive its CA.
-        Raises InputError for a lifetime under one day or past the year 9999.
+        Raises InputError for a lifetime under one day or past the year 9999, PolicyError when
+        the issuer has expired.
         """
         now = now or utcnow()
         chosen = days if days is not None else self.default_days
@@ -82,6 +83,11 @@ class Profile:
         except OverflowError:
             raise InputError(f"a lifetime of {chosen} days ends after the year 9999") from None
         if issuer is not None:
+            if issuer.not_valid_after_utc <= not_before:
+                raise PolicyError(
+                    f"the issuing CA {issuer.subject.rfc4514_string()} expired "
+                    f"({issuer.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}): it cannot issue"
+                )
             not_after = min(not_after, issuer.not_valid_after_utc)
         builder = (
             x509.CertificateBuilder()
