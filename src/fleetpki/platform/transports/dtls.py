@@ -138,6 +138,8 @@ def server_context(certfile: Path, keyfile: Path) -> SSL.Context:
     # No resumption: every session proves possession of the device key afresh.
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_QUERY_MTU)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    # Idle sessions give their record buffers back: thousands of mostly quiet devices.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.use_certificate_chain_file(str(certfile))
     ctx.use_privatekey_file(str(keyfile))
     ctx.check_privatekey()
