@@ -104,6 +104,17 @@ BAD_IDS = {"slash": "dev/1", "long": "a" * 65, "space": " dev1", "nul": "dev\x00
 Args = Callable[[Inputs, Path], list[str | Path]]
 
 
+def corrupt(label: str, command: str) -> Args:
+    """A PEM block whose base64 is fine but whose DER is not a {label}."""
+
+    def args(i: Inputs, out: Path) -> list[str | Path]:
+        path = i["good.csr.pem"].with_name(f"corrupt-{label.replace(' ', '-')}.pem")
+        path.write_text(f"-----BEGIN {label}-----\nMAMCAQA=\n-----END {label}-----\n")
+        return [command, path] + (["--to", "der", "--out", out] if command == "convert" else [])
+
+    return args
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -259,6 +270,13 @@ CASES = [
         lambda i, out: ["convert", i["cert.pem"], "--to", "p7b", "--out", out],
         "unknown format",
     ),
+    *[
+        Case(
+            f"corrupt-der-in-{label.split()[-1].lower()}-pem", corrupt(label, command), "malformed"
+        )
+        for label in ("CERTIFICATE", "PRIVATE KEY", "X509 CRL", "CERTIFICATE REQUEST")
+        for command in ("inspect", "convert")
+    ],
     Case("inspect-truncated", lambda i, out: ["inspect", i["truncated.csr.pem"]], "truncated"),
     Case("lint-garbage", lambda i, out: ["lint", i["garbage.bin"]], "not a certificate"),
     Case(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -216,7 +217,29 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
 
 def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
-    return lines[0][:120] if lines else type(exc).__name__
+    # cryptography's ASN.1 errors append a Rust debug dump ("ParseError { kind: ... }"): noise.
+    return lines[0].split(" {")[0].split(". ")[0][:120] if lines else type(exc).__name__
+
+
+def check_block(block: Block) -> None:
+    """Raise InputError unless the block's DER parses as what its label says."""
+    kind = block.kind
+    try:
+        if kind is Kind.CERTIFICATE:
+            x509.load_der_x509_certificate(block.der)
+        elif kind is Kind.CSR:
+            x509.load_der_x509_csr(block.der)
+        elif kind is Kind.CRL:
+            x509.load_der_x509_crl(block.der)
+        elif kind is Kind.PUBLIC_KEY:
+            serialization.load_der_public_key(block.der)
+        elif block.label == "ENCRYPTED PRIVATE KEY":
+            if _der_key_label(block.der) != "ENCRYPTED PRIVATE KEY":
+                raise ValueError("not an EncryptedPrivateKeyInfo")
+        else:
+            serialization.load_der_private_key(block.der, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InputError(f"malformed {kind.value} in the input ({_short(exc)})") from None
 
 
 def convert(data: bytes, to: str) -> bytes:
@@ -227,6 +250,8 @@ def convert(data: bytes, to: str) -> bytes:
     if to not in ("pem", "der"):
         raise InputError(f"unknown format {to!r}: use pem or der")
     blocks = read_blocks(data)
+    for block in blocks:
+        check_block(block)
     if to == "pem":
         return b"".join(block.pem() for block in blocks)
     if len(blocks) > 1:
@@ -337,6 +362,7 @@ def describe(data: bytes) -> list[dict[str, Any]]:
     """Describe every object in ``data``; raises InputError."""
     out: list[dict[str, Any]] = []
     for block in read_blocks(data):
+        check_block(block)
         if block.kind is Kind.CERTIFICATE:
             out.append(describe_certificate(x509.load_der_x509_certificate(block.der)))
         elif block.kind is Kind.CSR:
