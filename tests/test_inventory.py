@@ -153,3 +153,15 @@ def test_home_sign_commits_the_row_and_refuses_duplicates(tmp_path: Path) -> Non
     renewed = home.sign(ca, create_csr(key, "acme", "dev-1"), project_slug="acme", renew=True)
     assert renewed.serial_number != cert.serial_number
     assert home.inventory.count() == 3  # root + two device certificates
+
+
+def test_migrations_match_the_schema(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from fleetpki.inventory import metadata
+
+    inventory = Inventory.at(tmp_path / "inv.sqlite3")
+    with inventory.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
