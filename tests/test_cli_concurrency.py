@@ -100,3 +100,35 @@ def test_concurrent_signers(tmp_path: Path) -> None:
     for csr in cli_jobs:
         cert = x509.load_pem_x509_certificate(csr.with_suffix(".crt").read_bytes())
         assert f"{cert.serial_number:x}" in serials
+
+
+def test_same_certificate_id_raced_by_several_processes(tmp_path: Path) -> None:
+    pki = make_hierarchy(tmp_path)
+    before = pki.home.inventory.count()
+    pki.home.inventory.close()
+    csrs = [write_csr(tmp_path / f"r{i}.csr.pem", "acme", "raced-1") for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [
+                FLEETPKI,
+                "sign",
+                csr,
+                "--ca",
+                "factory",
+                "--project",
+                "acme",
+                "--out",
+                csr.with_suffix(".crt"),
+            ],
+            env={"PATH": "/usr/bin:/bin", "FLEETPKI_HOME": str(pki.path)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for csr in csrs
+    ]
+    results = [(proc.wait(timeout=120), proc.stderr.read()) for proc in procs if proc.stderr]
+    assert sorted(rc for rc, _ in results) == [0, 1, 1, 1]
+    assert all("use --renew" in err for rc, err in results if rc)
+    assert sum(csr.with_suffix(".crt").exists() for csr in csrs) == 1
+    with sqlite3.connect(pki.path / "inventory.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM certificates").fetchone()[0] == before + 1
