@@ -252,3 +252,41 @@ def test_ecdhe_p256_when_the_device_offers_only_p256(env: CoapsEnv, device: Devi
         assert client.get_json("whoami")["certificateId"] == "fleet-member"
     finally:
         client.close()
+
+
+def test_lost_final_flight_is_retransmitted(env: CoapsEnv, device: DeviceFiles) -> None:
+    """The server's ChangeCipherSpec+Finished (sent once the pipeline accepted) gets lost: the
+    device retransmits its last flight and the server answers it again."""
+    client = DtlsClient(env.port, device.cert, device.key, env.ca_file)
+    conn = client.conn
+    try:
+        client.sock.send(_next_flight(conn))  # ClientHello
+        conn.bio_write(client.sock.recv(65536))  # HelloVerifyRequest
+        client.sock.send(_next_flight(conn))  # ClientHello with the cookie
+        final = b""
+        while not final:  # the server's flight, in as many datagrams as it takes
+            conn.bio_write(client.sock.recv(65536))
+            final = _next_flight(conn)
+        client.sock.send(final)  # Certificate ... Finished
+        lost = client.sock.recv(65536)
+        assert split_records(lost)[0][0] == 20  # ChangeCipherSpec: dropped on the floor
+        time.sleep(conn.DTLSv1_get_timeout() or 1.0)
+        conn.DTLSv1_handle_timeout()
+        client.sock.send(conn.bio_read(65536))  # the device's last flight, again
+        conn.bio_write(client.sock.recv(65536))
+        conn.do_handshake()  # completes: the server resent ChangeCipherSpec+Finished
+        assert client.get_json("whoami")["certificateId"] == "fleet-member"
+    finally:
+        client.close()
+
+
+def _next_flight(conn: SSL.Connection) -> bytes:
+    """Advance the client's handshake; what it wants to send (empty: waiting for the server)."""
+    try:
+        conn.do_handshake()
+    except SSL.WantReadError:
+        pass
+    try:
+        return bytes(conn.bio_read(65536))
+    except SSL.WantReadError:
+        return b""
