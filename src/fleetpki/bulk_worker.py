@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -122,6 +123,9 @@ def init_worker(
     with contextlib.suppress(Exception):  # Linux only; elsewhere workers end on pipe EOF
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Certificates are made of acyclic objects; collecting every 700 allocations cost ~5%.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
     certificate = x509.load_der_x509_certificate(cert_der)
     signer = KeyFileSigner(load_private_key(key_der))
     authority = CertificateAuthority(name, certificate, signer)
