@@ -273,7 +273,8 @@ class BulkRun:
 
     def _key_matches(self, certificate_id: str, cert: FastCertificate) -> bool:
         try:
-            key = load_private_key(device_file(self.out, certificate_id, "key.der").read_bytes())
+            path = Path(device_file(self.out, certificate_id, "key.der"))
+            key = load_private_key(path.read_bytes())
         except (OSError, FleetPKIError):
             return False
         return spki_der(key.public_key()) == cert.spki

@@ -80,15 +80,16 @@ def from_wire(results: tuple[list[Wire], list[Refusal]]) -> list[Outcome]:
     return outcomes
 
 
-def device_file(out: Path, certificate_id: str, suffix: str) -> Path:
+def device_file(out: Path | str, certificate_id: str, suffix: str) -> str:
     """OUT/<certificate ID>.<suffix>, e.g. ``dev-000001.crt.der``: one flat folder per run.
 
-    Flat because creating a sub-folder per device costs more than the files themselves.
+    Flat because creating a sub-folder per device costs more than the files themselves; a plain
+    string because pathlib costs more than the write.
     """
-    return out / f"{certificate_id}.{suffix}"
+    return f"{out}{os.sep}{certificate_id}.{suffix}"
 
 
-def put(path: Path, data: bytes, mode: int = 0o644) -> None:
+def put(path: Path | str, data: bytes, mode: int = 0o644) -> None:
     """Write a small file in one call; O_NOFOLLOW so a planted symlink cannot redirect it.
 
     No fsync per file: durability comes from the inventory (a rerun re-writes any file of a
