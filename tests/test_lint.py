@@ -92,3 +92,29 @@ def _der(path: Path) -> bytes:
 def test_lint_library_refuses_garbage() -> None:
     with pytest.raises(InputError, match="pkilint cannot decode"):
         lint_certificate(b"\x30\x03\x02\x01\x00")
+
+
+def test_crls_lint_clean(tmp_path: Path) -> None:
+    import datetime as dt
+
+    lint_crl = str(Path(LINT_PKIX_CERT).with_name("lint_crl"))
+    root, _ = CertificateAuthority.create_root("root", common_name="Lint Root")
+    intermediate, _ = root.create_intermediate("factory")
+    device = intermediate.issue(
+        check_csr(create_csr(generate_private_key(), "acme", "dev-1"), "acme")
+    )
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    lists = {
+        "CRL": intermediate.sign_crl([(device.serial_number, now, "keyCompromise")], crl_number=7),
+        "ARL": root.sign_crl([], crl_number=1),  # a root's list of revoked CAs
+    }
+    for crl_type, crl in lists.items():
+        path = tmp_path / f"{crl_type}.crl.der"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+        result = subprocess.run(
+            [lint_crl, "lint", "-t", crl_type, "-p", "PKIX", "-s", "WARNING", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{crl_type}: {result.stdout}"
