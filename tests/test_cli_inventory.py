@@ -215,3 +215,32 @@ def test_revoke_and_crl(cli: RunCli, pki: Hierarchy, tmp_path: Path, openssl: Op
     # a revoked ID can be issued again without --renew
     _issue(cli, tmp_path / "r2", "revoke-1")
     assert keep["serialNumber"] != revoked["serial"]
+
+
+def test_json_outputs_of_key_csr_sign(cli: RunCli, pki: Hierarchy, tmp_path: Path) -> None:
+    key, csr, cert = tmp_path / "k.der", tmp_path / "r.pem", tmp_path / "c.pem"
+    rc, out, err = cli("key", "generate", key, "--key-type", "p384", "--der", "--json")
+    assert rc == 0, err
+    assert json.loads(out) == {
+        "path": str(key),
+        "keyType": "p384",
+        "encrypted": False,
+        "format": "der",
+    }
+    rc, out, err = cli(
+        "csr", "create", "--key", key, "--project", "acme", "--id", "json-1", "--out", csr, "--json"
+    )
+    assert rc == 0, err
+    assert json.loads(out) == {"path": str(csr), "subject": "CN=json-1,O=acme"}
+    rc, out, err = cli(
+        "sign", csr, "--ca", "factory", "--project", "acme", "--out", cert, "--json", "--days", "30"
+    )
+    assert rc == 0, err
+    summary = json.loads(out)
+    issued = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert summary["serialNumber"] == f"{issued.serial_number:x}"
+    assert summary["issuer"] == "factory" and summary["subject"] == "CN=json-1,O=acme"
+    assert summary["notAfter"] == f"{issued.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+    assert len(summary["sha256Fingerprint"]) == 64
+    row = pki.home.inventory.find(serial=summary["serialNumber"])[0]
+    assert row["fingerprint_sha256"] == summary["sha256Fingerprint"]
