@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import csv
 import fcntl
+import gc
 import json
 import multiprocessing
 import os
@@ -167,7 +168,12 @@ class BulkRun:
             lock = open(self.out / ".bulk.lock", "a")  # held for the whole run
         except OSError as exc:
             raise FleetPKIError(f"cannot write in {self.out}: {exc.strerror}") from None
-        with lock:
+        # The main process makes many short-lived, acyclic objects per certificate: collecting
+        # cycles every 700 allocations is wasted work during the run.
+        threshold = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 50)
+        with lock, contextlib.ExitStack() as restore:
+            restore.callback(gc.set_threshold, *threshold)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
