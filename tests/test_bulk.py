@@ -122,6 +122,18 @@ def test_rerun_issues_nothing_twice(h: Hierarchy, tmp_path: Path) -> None:
     assert (third.issued, third.rewritten, third.skipped) == (0, 1, 19)
     assert x509.load_der_x509_certificate((out / "d3.crt.der").read_bytes())
     assert len(h.home.inventory.find(project="acme")) == 20
+    # a kill in the middle of a journal row: the next run's rows still count
+    with open(out / ".journal.jsonl", "a") as journal:
+        journal.write('{"certificate_id": "d9", "ser')
+    make_csrs(csrs, "acme", ["late"])
+    fourth = run_bulk(h, csrs, out)
+    assert (fourth.issued, fourth.skipped) == (1, 20)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(d["certificate_id"] for d in manifest["devices"]) == sorted(
+        [f"d{n}" for n in range(20)] + ["late"]
+    )
+    with open(out / "manifest.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 21
 
 
 def test_same_id_with_another_key_is_refused(h: Hierarchy, tmp_path: Path) -> None:
@@ -189,6 +201,23 @@ def test_bulk_issue_kits_file_modes_and_keys(
     ).run(device_ids("kit-{n:03d}", 35))
     assert (again.skipped, again.issued) == (30, 5)
     assert len(h.home.inventory.find(project="acme")) == 35
+
+
+def test_cli_with_an_encrypted_ca_key(tmp_path: Path, run_cli: RunCli, pki_home: Path) -> None:
+    passphrase = tmp_path / "pass.txt"
+    passphrase.write_text("correct horse battery staple\n")
+    rc, _, stderr = run_cli("ca", "init", "--name", "locked", "--passphrase-file", passphrase)
+    assert rc == 0, stderr
+    make_csrs(tmp_path / "csrs", "acme", ["p1", "p2"])
+    args = ("bulk", "sign", tmp_path / "csrs", "--ca", "locked", "--project", "acme")
+    rc, _, stderr = run_cli(*args, "--out", tmp_path / "o1", passphrase=None)
+    assert rc == 1 and "passphrase" in stderr and "Traceback" not in stderr
+    rc, stdout, stderr = run_cli(
+        *args, "--out", tmp_path / "o2", "--passphrase-file", passphrase, "--json"
+    )
+    assert rc == 0, stderr
+    assert json.loads(stdout)["issued"] == 2
+    assert "correct horse" not in stdout + stderr
 
 
 def test_cli_json_summary_exit_code_and_folder_guard(

@@ -113,6 +113,7 @@ class BulkRun:
         self.chunk = chunk
         self.summary = Summary(mode)
         self.files = ISSUE_FILES if mode == "issue" else SIGN_FILES
+        self._stale: set[str] = set()  # journaled by an earlier run, files missing since
         self._writes: collections.deque[concurrent.futures.Future[_Written]] = collections.deque()
 
     # -- setup --------------------------------------------------------------------------------
@@ -121,15 +122,24 @@ class BulkRun:
         """Check OUT belongs to this run (same mode, project, CA); return the journal's done."""
         run = {"mode": self.mode, "project": self.project, "ca": self.ca.name}
         marker = self.out / ".bulk-run.json"
-        if marker.exists():
+        try:
             previous = json.loads(marker.read_text())
+        except (OSError, ValueError):  # absent, or cut short by a kill
+            previous = None
+        if isinstance(previous, dict):
             if previous != run:
                 raise ConflictError(
                     f"{self.out} holds a bulk {previous.get('mode')} run for project "
                     f"{previous.get('project')!r} with CA {previous.get('ca')!r}: use another --out"
                 )
         else:
-            marker.write_text(json.dumps(run) + "\n")
+            put(marker, json.dumps(run).encode() + b"\n")
+        journal = self.out / JOURNAL
+        if journal.exists() and journal.stat().st_size:
+            with open(journal, "rb+") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":  # a row cut short by a kill: end it
+                    handle.write(b"\n")
         chain = [self.ca.certificate, *self.ca.chain]
         put(
             self.out / "ca-chain.pem",
@@ -137,11 +147,14 @@ class BulkRun:
                 pem_armor("CERTIFICATE", c.public_bytes(serialization.Encoding.DER)) for c in chain
             ),
         )
-        return {
-            row["source"]
-            for row in self._journal_rows()
-            if (self.out / row["files"]["crt_der"]).exists()
-        }
+        prefix = f"{self.out}{os.sep}"
+        done: set[str] = set()
+        for row in self._journal_rows():
+            if os.path.exists(prefix + row["files"]["crt_der"]):
+                done.add(row["source"])
+            else:  # files gone since: this run journals it again, the manifest keeps the last
+                self._stale.add(row["source"])
+        return done
 
     def _journal_rows(self) -> Iterator[dict[str, Any]]:
         path = self.out / JOURNAL
@@ -184,8 +197,8 @@ class BulkRun:
                 concurrent.futures.ThreadPoolExecutor(WRITER_THREADS) as writers,
             ):
                 self._loop(items, done, advance, journal, writers)
-        self.summary.seconds = time.monotonic() - started
-        self._write_manifests()
+            self.summary.seconds = time.monotonic() - started
+            self._write_manifests()
         return self.summary
 
     def _loop(
@@ -402,12 +415,20 @@ class BulkRun:
                 self.summary.issued += len(written.rows)
 
     def _write_manifests(self) -> None:
-        """manifest.csv and manifest.json (every device of this output folder), failures.csv."""
-        csv_tmp, json_tmp = self.out / ".manifest.csv.tmp", self.out / ".manifest.json.tmp"
+        """manifest.csv and manifest.json (every device of this output folder), failures.csv.
+
+        A device journaled again this run (its files had gone) drops its older journal row, so
+        the journal and the manifests list each device once.
+        """
+        out = self.out
         names = list(self.files)
+        repeats = collections.Counter(
+            row["source"] for row in self._journal_rows() if row["source"] in self._stale
+        )
         with (
-            open(csv_tmp, "w", newline="", encoding="utf-8") as csv_handle,
-            open(json_tmp, "w", encoding="utf-8") as json_handle,
+            open(out / ".manifest.csv.tmp", "w", newline="", encoding="utf-8") as csv_handle,
+            open(out / ".manifest.json.tmp", "w", encoding="utf-8") as json_handle,
+            open(out / ".journal.tmp", "w", encoding="utf-8") as journal,
         ):
             writer = csv.writer(csv_handle)
             writer.writerow([*MANIFEST_FIELDS, *names, "ca_chain"])
@@ -415,14 +436,20 @@ class BulkRun:
             json_handle.write(json.dumps(head)[:-1] + ', "devices": [')
             separator = "\n  "
             for row in self._journal_rows():
+                if repeats[row["source"]] > 1:
+                    repeats[row["source"]] -= 1
+                    continue
                 files = [row["files"].get(k, "") for k in names]
                 writer.writerow([*(row[k] for k in MANIFEST_FIELDS), *files, "ca-chain.pem"])
-                json_handle.write(separator + json.dumps(row))
+                line = json.dumps(row)
+                json_handle.write(separator + line)
+                journal.write(line + "\n")
                 separator = ",\n  "
             json_handle.write("\n]}\n")
-        with open(self.out / "failures.csv", "w", newline="", encoding="utf-8") as handle:
+        with open(out / "failures.csv", "w", newline="", encoding="utf-8") as handle:
             failures = csv.writer(handle)
             failures.writerow(["source", "reason"])
             failures.writerows(self.summary.failures)
-        os.replace(csv_tmp, self.out / "manifest.csv")
-        os.replace(json_tmp, self.out / "manifest.json")
+        os.replace(out / ".journal.tmp", out / JOURNAL)  # also drops rows cut short by a kill
+        os.replace(out / ".manifest.csv.tmp", out / "manifest.csv")
+        os.replace(out / ".manifest.json.tmp", out / "manifest.json")
