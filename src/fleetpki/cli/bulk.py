@@ -25,7 +25,7 @@ app = typer.Typer(
 
 CaOption = typer.Option(..., "--ca", help="Name of the signing CA.")
 ProjectOption = typer.Option(..., "--project", help="Project slug (the certificates' O).")
-OutOption = typer.Option(..., "--out", help="Output folder (one sub-folder per device).")
+OutOption = typer.Option(..., "--out", help="Output folder (files named <certificate ID>.*).")
 DaysOption = typer.Option(None, "--days", min=1, help="Lifetime in days (default 3650).")
 WorkersOption = typer.Option(None, "--workers", min=1, help="Worker processes (default: cores).")
 
@@ -129,7 +129,7 @@ def sign(
 ) -> None:
     """Sign many device CSRs under the same policy as 'fleetpki sign'.
 
-    Writes OUT/<certificate ID>/crt.pem, crt.der, chain.pem, plus OUT/manifest.csv and
+    Writes OUT/<certificate ID>.crt.pem and .crt.der, OUT/ca-chain.pem, OUT/manifest.csv and
     manifest.json. Safe to kill: run the same command again to finish. A refused CSR is
     listed (file and reason) and does not stop the others; the exit code is then 1.
 
@@ -170,8 +170,9 @@ def issue(
 ) -> None:
     """Development kits: a key, CSR and certificate per device, for firmware and test rigs.
 
-    Writes OUT/<certificate ID>/key.pem and key.der (0600, unencrypted: these are test
-    devices), csr.pem, crt.pem, crt.der, chain.pem, and the manifests. Safe to kill and rerun.
+    Writes OUT/<certificate ID>.key.pem and .key.der (0600, unencrypted: these are test
+    devices), .csr.pem, .crt.pem, .crt.der, plus OUT/ca-chain.pem and the manifests. Safe to
+    kill and rerun.
 
     Example: fleetpki bulk issue --count 1000 --id-format "dev-{n:06d}" --ca factory-1
     --project acme --out kits/
