@@ -149,6 +149,8 @@ class ServerThread:
             self.loop.run_until_complete(self._task)
         except asyncio.CancelledError:
             pass
+        finally:
+            self.loop.close()
 
     def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's loop and return its result."""
@@ -505,5 +507,7 @@ def run_load(
                 else:
                     slot.conn.DTLSv1_handle_timeout()
                 slot.flush()
+    for unfinished in list(selector.get_map().values()):
+        unfinished.fileobj.close()  # type: ignore[union-attr]
     selector.close()
     return completed, time.monotonic() - begin, kept

@@ -174,3 +174,5 @@ def test_fleetpki_serve_coaps(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
