@@ -4,6 +4,7 @@ retransmission, and CoAP exchange rules (duplicates, non-confirmable) through ai
 from __future__ import annotations
 
 import json
+import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -290,3 +291,20 @@ def _next_flight(conn: SSL.Connection) -> bytes:
         return bytes(conn.bio_read(65536))
     except SSL.WantReadError:
         return b""
+
+
+def test_garbage_from_a_session_address_is_ignored(env: CoapsEnv, device: DeviceFiles) -> None:
+    """Off-path junk spoofing a device's address (random bytes, forged record headers) neither
+    ends its session nor produces answers."""
+    rng = random.Random(5684)
+    client = DtlsClient(env.port, device.cert, device.key, env.ca_file)
+    try:
+        client.handshake()
+        junk = [rng.randbytes(rng.randrange(1, 300)) for _ in range(100)]
+        for kind in (20, 21, 22, 23):  # forged record headers, epochs 0 and 1
+            junk += [bytes([kind, 0xFE, 0xFD, 0, epoch]) + rng.randbytes(60) for epoch in (0, 1)]
+        for datagram in junk:
+            client.sock.send(datagram)
+        assert client.get_json("whoami")["certificateId"] == "fleet-member"
+    finally:
+        client.close()
