@@ -39,7 +39,10 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.parametrize("binary", LIBCOAP)
-def test_libcoap_whoami_and_state(env: CoapsEnv, binary: str) -> None:
+def test_libcoap_whoami_and_state(
+    env: CoapsEnv, binary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fleetpki.platform.transports.dtls")
     device = env.pki.device(f"lc-{binary[-7:]}")
     whoami = json.loads(_ok(coap_client(binary, device, env.ca_file, env.port, "whoami")))
     assert whoami["projectId"] == "acme"
@@ -58,6 +61,9 @@ def test_libcoap_whoami_and_state(env: CoapsEnv, binary: str) -> None:
     assert len(events) == 4
     assert {e["outcome"] for e in events} == {"accepted"}
     assert {e["deviceId"] for e in events} == {whoami["deviceId"]}
+    handshakes = [r.getMessage() for r in caplog.records if "DTLS handshake with" in r.getMessage()]
+    assert len(handshakes) == 4
+    assert all("extended master secret yes" in h for h in handshakes), handshakes
 
 
 @pytest.mark.parametrize("binary", LIBCOAP)
