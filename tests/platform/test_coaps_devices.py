@@ -182,3 +182,21 @@ def test_fleetpki_serve_coaps(tmp_path: Path) -> None:
         process.wait(10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_oversized_blockwise_put_is_refused(env: CoapsEnv, tmp_path: Path) -> None:
+    device = env.pki.device("bw-big")
+    args = ["coap-client-openssl", "-b", "1024", "-c", str(device.cert), "-j", str(device.key),
+            "-C", str(env.ca_file), "-B", "5", "-m", "put"]  # fmt: skip
+    url = f"coaps://127.0.0.1:{env.port}/state"
+    # Over the platform's state limit (8 KiB) but within the endpoint's: the platform says 4.13.
+    medium = tmp_path / "medium.json"
+    medium.write_text(json.dumps({"blob": "x" * 10_000}))
+    result = subprocess.run([*args, "-f", str(medium), url], capture_output=True, text=True)
+    assert "4.13" in result.stdout + result.stderr
+    # Over the endpoint's reassembly bound (64 KiB): refused before it is held in memory.
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"blob": "x" * 100_000}))
+    result = subprocess.run([*args, "-f", str(huge), url], capture_output=True, text=True)
+    assert "4.13" in result.stdout + result.stderr
+    assert "65536" in result.stdout + result.stderr

@@ -18,6 +18,7 @@ from typing import Any
 import aiocoap
 from aiocoap import error as coap_error
 from aiocoap import interfaces, resource
+from aiocoap.blockwise import Block1Spool
 from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers import ContentFormat
 from aiocoap.tokenmanager import TokenManager
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 5684
 TRANSPORT = "coaps"
 DEVICE_PATHS = ("whoami", "state")
+MAX_BODY = 64 * 1024  # the HTTPS endpoint's bound too
 
 _CODES = {
     200: aiocoap.CONTENT,
@@ -143,6 +145,16 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         self._mman = None
 
 
+class _BoundedBlock1Spool(Block1Spool):  # type: ignore[misc]
+    """aiocoap's Block1 reassembly, refusing (4.13) a body beyond MAX_BODY before storing it."""
+
+    def feed_and_take(self, request: aiocoap.Message) -> aiocoap.Message:
+        block1 = request.opt.block1
+        if block1 is not None and (block1.block_number + 1) * block1.size > MAX_BODY:
+            raise coap_error.RequestEntityTooLarge(f"request body is limited to {MAX_BODY} bytes")
+        return super().feed_and_take(request)
+
+
 class DeviceResource(resource.Resource):  # type: ignore[misc]
     """``whoami`` or ``state``: every method goes to DeviceResources, which decides (405 etc.)."""
 
@@ -150,6 +162,9 @@ class DeviceResource(resource.Resource):  # type: ignore[misc]
 
     def __init__(self, path: str, resources: DeviceResources, executor: ThreadPoolExecutor):
         super().__init__()
+        # Block-wise PUTs are reassembled in memory: an authenticated device must not be able
+        # to make that unbounded.
+        self._block1 = _BoundedBlock1Spool()
         self.path = path
         self.resources = resources
         self.executor = executor
