@@ -11,21 +11,21 @@ import os
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fleetpki.errors import InputError
 
 MAX_CSR_BYTES = 64 << 10  # a P-256 CSR is ~300 bytes; RSA-3072 ~1 KiB
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """One CSR to sign (or one device to create): ``source`` names it in reports and manifests.
 
     The CSR is ``data`` (already read, from an archive) or the file at ``path`` (read by the
     worker, so the main process does no per-file I/O); ``certificate_id`` comes from a CSV
-    manifest or ``--id-format``, else from the CSR's CN.
+    manifest or ``--id-format``, else from the CSR's CN. A NamedTuple: items cross to the
+    worker processes, and tuples pickle several times faster than dataclasses.
     """
 
     source: str
