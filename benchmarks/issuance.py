@@ -127,6 +127,30 @@ def raw_limit(seconds: float = 3.0, per_core: bool = True) -> tuple[float, float
     return one, total
 
 
+def prefill_inventory(home: Path, count: int) -> float:
+    """Add ``count`` synthetic active device rows (project "prefill"); returns seconds."""
+    import datetime as dt
+
+    from fleetpki.inventory import IssuedRecord
+
+    inventory = Home(home).inventory
+    now = dt.datetime.now(dt.UTC)
+    der = os.urandom(420)
+    started = time.perf_counter()
+    for start in range(0, count, 5000):
+        batch = [
+            IssuedRecord(
+                serial=os.urandom(20).hex(), kind="device", project="prefill",
+                certificate_id=f"p-{n:07d}", subject=f"CN=p-{n:07d},O=prefill",
+                issuer_ca="factory", not_before=now, not_after=now,
+                fingerprint_sha256=os.urandom(32).hex(), der=der,
+            )
+            for n in range(start, min(start + 5000, count))
+        ]  # fmt: skip
+        inventory.record_batch(batch, action="benchmark-prefill")
+    return time.perf_counter() - started
+
+
 def run_fleetpki(
     home: Path, *args: str | Path
 ) -> tuple[dict[str, Any], float, tuple[float, float]]:
@@ -154,6 +178,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="then add N synthetic rows to the inventory and sign the first size again "
+        "(the 1M-row inventory check without 1M files: --prefill 1000000)",
+    )
     parser.add_argument(
         "--tmpfs", default="/dev/shm", help="also run with the output here ('' to skip)"
     )
@@ -228,6 +259,14 @@ def _run(options: argparse.Namespace, sizes: list[int], work: Path) -> None:
         str(options.issue_count), "--id-format", "kit-{n:07d}", "--ca", "factory",
         "--project", PROJECT, "--out", work / "kits",
     )  # fmt: skip
+    if options.prefill:
+        seconds = prefill_inventory(home, options.prefill)
+        print(f"(inventory +{options.prefill:,} synthetic rows in {seconds:.0f} s, not timed)")
+        generate_csrs(work / "csrs-prefill", "prefill", sizes[0])
+        timed(
+            "bulk sign, after prefill", sizes[0], "bulk", "sign", work / "csrs-prefill",
+            "--ca", "factory", "--project", PROJECT, "--out", work / "out-prefill",
+        )  # fmt: skip
     if options.tmpfs and Path(options.tmpfs).is_dir():
         # The same work with the output folder in memory: what the filesystem costs.
         tmp_out = Path(tempfile.mkdtemp(prefix="fleetpki-bench-", dir=options.tmpfs))
