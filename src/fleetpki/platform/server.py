@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from OpenSSL import SSL
+
 from fleetpki.errors import FleetPKIError, InputError
 from fleetpki.files import read_file, write_file
 from fleetpki.platform.app import Platform
@@ -99,7 +101,7 @@ class ServeOptions:
     refresh_interval: float = 0.25
 
 
-def _https_worker(options: ServeOptions, sock: socket.socket, cert: Path, key: Path) -> None:
+def _https_worker(options: ServeOptions, sock: socket.socket, context: SSL.Context) -> None:
     """A forked HTTPS worker: its own platform objects, stops on SIGTERM or when orphaned."""
     parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -109,9 +111,7 @@ def _https_worker(options: ServeOptions, sock: socket.socket, cert: Path, key: P
         credentials=False,
         refresh_interval=options.refresh_interval,
     )
-    server = HttpsDeviceServer(
-        platform.authenticator, platform.resources, server_context(cert, key), sock
-    )
+    server = HttpsDeviceServer(platform.authenticator, platform.resources, context, sock)
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
 
     def watchdog() -> None:
@@ -127,6 +127,9 @@ def _https_worker(options: ServeOptions, sock: socket.socket, cert: Path, key: P
 
 
 def _fork_workers(options: ServeOptions, sock: socket.socket, platform: Platform) -> list[int]:
+    # One TLS context made before the fork: every worker shares its session-ticket keys, so a
+    # device resumes its session whichever worker accepts the next connection.
+    context = server_context(platform.server_cert_file, platform.server_key_file)
     # Connections made before the fork must not be shared with the children.
     platform.store.engine.dispose()
     sys.stdout.flush()
@@ -137,7 +140,7 @@ def _fork_workers(options: ServeOptions, sock: socket.socket, platform: Platform
         if pid == 0:
             code = 0
             try:
-                _https_worker(options, sock, platform.server_cert_file, platform.server_key_file)
+                _https_worker(options, sock, context)
             except BaseException:
                 log.exception("HTTPS worker failed")
                 code = 1
