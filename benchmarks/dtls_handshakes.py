@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -131,6 +132,36 @@ def _https_clients(
     out.send((sum(counts), time.monotonic() - begin))
 
 
+def build_c_client(folder: Path) -> Path | None:
+    """Compile benchmarks/loadclient.c (needs cc and libssl-dev); None when that fails."""
+    binary = folder / "loadclient"
+    try:
+        subprocess.run(
+            ["cc", "-O2", "-o", str(binary), str(HERE / "loadclient.c"), "-lssl", "-lcrypto"],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return binary
+
+
+def _c_clients(
+    binary: Path, kind: str, port: int, device: Any, inflight: int, seconds: float
+) -> subprocess.Popen[str]:
+    if kind == "coaps":
+        import aiocoap
+        from coaps_fixtures import coap_request
+
+        request = coap_request(aiocoap.GET, "whoami").encode()
+    else:
+        request = b"GET /v1/device/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    mode = "dtls" if kind == "coaps" else "tls"
+    args = [str(binary), mode, "127.0.0.1", str(port), str(device.cert), str(device.key),
+            str(seconds), str(inflight), request.hex()]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -146,6 +177,20 @@ def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -
         port = port_in.recv()
         servers.append(process)
     inflight = max(1, args.clients // args.client_procs)
+    if args.c_client is not None:
+        time.sleep(0.3)
+        cpu_before = sum(_cpu_seconds(p.pid) for p in servers)
+        running = [
+            _c_clients(args.c_client, kind, port, devices[i % len(devices)], inflight, args.seconds)
+            for i in range(args.client_procs)
+        ]
+        results = []
+        for process in running:
+            out, _ = process.communicate()
+            done, _failed, elapsed, _retransmits = out.split()
+            results.append((int(done), float(elapsed)))
+        cpu = sum(_cpu_seconds(p.pid) for p in servers) - cpu_before
+        return _finish_phase(servers, stop, results, cpu)
     pipes, clients = [], []
     for index in range(args.client_procs):
         device = devices[index % len(devices)]
@@ -167,6 +212,12 @@ def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -
     cpu = sum(_cpu_seconds(p.pid) for p in servers) - cpu_before
     for process in clients:
         process.join()
+    return _finish_phase(servers, stop, results, cpu)
+
+
+def _finish_phase(
+    servers: list[Any], stop: Any, results: list[tuple[int, float]], cpu: float
+) -> dict[str, float]:
     stop.set()
     for process in servers:
         process.join(10)
@@ -187,6 +238,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64, help="handshakes in flight in total")
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--server-procs", type=int, default=1, help="SO_REUSEPORT processes")
+    parser.add_argument(
+        "--python-clients",
+        action="store_true",
+        help="pyOpenSSL/ssl clients instead of the compiled C client (loadclient.c)",
+    )
     args = parser.parse_args()
 
     from coaps_fixtures import Pki, pem
@@ -195,6 +251,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="fleetpki-bench-") as tmp:
         base = Path(tmp)
+        args.c_client = None if args.python_clients else build_c_client(base)
         pki = Pki(base / "pki", "bench")
         with Platform.open(base / "data") as platform:
             platform.store.create_project("acme", "Acme")
@@ -204,8 +261,8 @@ def main() -> None:
         devices = [pki.device(f"bench-{i}", chain=False) for i in range(args.client_procs)]
         print(
             f"{os.cpu_count()} CPUs; {args.clients} handshakes in flight from "
-            f"{args.client_procs} client processes; {args.server_procs} server process(es); "
-            f"{args.seconds:.0f} s per endpoint"
+            f"{args.client_procs} {'C' if args.c_client else 'Python'} client processes; "
+            f"{args.server_procs} server process(es); {args.seconds:.0f} s per endpoint"
         )
         rows = {}
         for kind in ("https", "coaps"):
