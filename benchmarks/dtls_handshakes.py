@@ -1,17 +1,18 @@
 """DTLS handshakes + one CoAP request per second, against the mTLS endpoint in the same run.
 
     .venv/bin/python benchmarks/dtls_handshakes.py [--seconds 5] [--clients 64] [--client-procs 2]
-                                                   [--server-procs 1]
+                                                   [--server-procs 1] [--python-clients]
 
 Each phase starts ``server-procs`` server processes (SO_REUSEPORT) on loopback with the real
 platform (SQLite, real auth pipeline, auth events recorded) and client processes that each keep
 ``clients/client-procs`` handshakes in flight; a client completes a full handshake with a P-256
 device certificate and one request (CoAP GET whoami, confirmable / HTTP GET
-/v1/device/whoami), then starts over.
+/v1/device/whoami), sends close_notify, then starts over. The clients are benchmarks/loadclient.c
+(OpenSSL + epoll, compiled here with cc; needs libssl-dev), so they take little of the CPU the
+server is measured on; ``--python-clients`` (or no compiler) uses pyOpenSSL / ssl clients instead.
 Reported: completed handshakes+requests per second, server CPU per handshake (ms) and what one
-server core could do at that cost. Clients and server share the machine's cores, so the
-per-core figure is the fair comparison; the ratio line compares CoAPS to mTLS (TLS 1.2, the
-same ECDHE-ECDSA-AES128-GCM work). Bounded: about 2 x (seconds + 3) s.
+server core sustains at that cost; the ratio line compares CoAPS to mTLS (both TLS 1.2
+ECDHE-ECDSA-AES128-GCM with a client certificate). Bounded: about 2 x (seconds + 3) s.
 """
 
 from __future__ import annotations
