@@ -186,12 +186,16 @@ def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -
             for i in range(args.client_procs)
         ]
         results = []
+        client_cpu = 0.0
         for process in running:
             out, _ = process.communicate()
-            done, _failed, elapsed, _retransmits = out.split()
+            done, _failed, elapsed, _retransmits, used = out.split()
             results.append((int(done), float(elapsed)))
+            client_cpu += float(used)
         cpu = sum(_cpu_seconds(p.pid) for p in servers) - cpu_before
-        return _finish_phase(servers, stop, results, cpu)
+        row = _finish_phase(servers, stop, results, cpu)
+        row["client_ms"] = client_cpu / row["completed"] * 1000 if row["completed"] else 0.0
+        return row
     pipes, clients = [], []
     for index in range(args.client_procs):
         device = devices[index % len(devices)]
@@ -272,6 +276,7 @@ def main() -> None:
             print(
                 f"{kind:6} {row['completed']:7.0f} handshakes+requests  {row['rate']:7.0f}/s  "
                 f"server {row['cpu_ms']:.2f} ms CPU each = {row['per_core']:.0f}/s per core"
+                + (f" (clients {row['client_ms']:.2f} ms)" if "client_ms" in row else "")
             )
         ratio = rows["coaps"]["rate"] / rows["https"]["rate"] if rows["https"]["rate"] else 0
         per_core = (
