@@ -308,3 +308,36 @@ def test_garbage_from_a_session_address_is_ignored(env: CoapsEnv, device: Device
         assert client.get_json("whoami")["certificateId"] == "fleet-member"
     finally:
         client.close()
+
+
+def test_half_open_handshakes_are_capped(env: CoapsEnv, device: DeviceFiles) -> None:
+    """A peer that answers cookies but stalls its handshakes cannot fill the session table."""
+    _settings(env, max_handshakes=2)
+    before = env.server.session_count()
+    refused = _stat(env, "refused_full")
+    clients = [DtlsClient(env.port, device.cert, device.key, env.ca_file) for _ in range(3)]
+    try:
+        answers = []
+        for client in clients:
+            client.sock.send(_next_flight(client.conn))  # ClientHello
+            client.conn.bio_write(client.sock.recv(65536))  # HelloVerifyRequest
+            client.sock.send(_next_flight(client.conn))  # ClientHello with the cookie, then stall
+            try:
+                answers.append(split_records(client.sock.recv(65536))[0][13])
+            except TimeoutError:
+                answers.append(None)
+        assert answers == [2, 2, None]  # ServerHello, ServerHello, nothing
+        assert _stat(env, "refused_full") == refused + 1
+        assert env.server.session_count() == before + 2
+        # The stalled ones go after handshake_timeout; then handshakes are welcome again.
+        assert _wait_for(lambda: env.server.session_count() == before, 4.0)
+    finally:
+        _settings(env, max_handshakes=1000)
+        for client in clients:
+            client.close()
+    fresh = DtlsClient(env.port, device.cert, device.key, env.ca_file)
+    try:
+        fresh.handshake()
+        assert fresh.get_json("whoami")["certificateId"] == "fleet-member"
+    finally:
+        fresh.close()

@@ -54,6 +54,9 @@ class DtlsSettings:
     """Limits of one endpoint: sessions are capped, idle ones dropped, handshakes time-bounded."""
 
     max_sessions: int = 10_000
+    # Handshakes not yet established: a peer that owns its address can still open many and stall
+    # them; this keeps them from crowding out the table (RFC 6347 4.2.1 leaves that to servers).
+    max_handshakes: int = 1_000
     idle_timeout: float = 300.0
     handshake_timeout: float = 30.0
     sweep_interval: float = 1.0
@@ -245,6 +248,7 @@ class DtlsSession:
             return
         self.app = app
         self.state = "established"
+        self.endpoint.handshaking -= 1
         self.last_seen = time.monotonic()
         self.endpoint.transmit(self, held)
 
@@ -283,6 +287,8 @@ class DtlsSession:
             with contextlib.suppress(SSL.Error):
                 self.conn.shutdown()
                 self.endpoint.transmit(self, _drain(self.conn))
+        if self.state in ("handshake", "authorizing"):
+            self.endpoint.handshaking -= 1
         self.state = "closed"
 
 
@@ -320,6 +326,7 @@ class DtlsEndpoint(asyncio.DatagramProtocol):
         self._cookie_peer = b""
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"hello_verify": 0, "refused_full": 0, "expired": 0, "handshakes": 0}
+        self.handshaking = 0  # sessions in state handshake or authorizing
         context.set_cookie_generate_callback(self._generate_cookie)
         context.set_cookie_verify_callback(self._verify_cookie)
         self._listener = self._new_connection()
@@ -383,13 +390,24 @@ class DtlsEndpoint(asyncio.DatagramProtocol):
         old = self.sessions.get(addr)
         if old is not None:  # the peer restarted: RFC 6347 4.2.8
             self.drop(old, "replaced by a new handshake")
-        if len(self.sessions) >= self.settings.max_sessions:
+        if (
+            len(self.sessions) >= self.settings.max_sessions
+            or self.handshaking >= self.settings.max_handshakes
+        ):
             self.stats["refused_full"] += 1
-            log.warning("DTLS session table full (%d): dropping %s", len(self.sessions), addr)
+            if self.stats["refused_full"] % 1000 == 1:  # a flood must not flood the log too
+                log.warning(
+                    "DTLS sessions at their limit (%d sessions, %d handshaking): new handshakes "
+                    "are dropped (%d so far)",
+                    len(self.sessions),
+                    self.handshaking,
+                    self.stats["refused_full"],
+                )
             return
         session = DtlsSession(self, listener, addr)
         self.sessions[addr] = session
         self.stats["handshakes"] += 1
+        self.handshaking += 1
         session.handshake_step()
 
     def transmit(self, session: DtlsSession, data: bytes) -> None:
