@@ -191,18 +191,27 @@ def main() -> None:
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="fleetpki-bench-", dir=options.workdir))
+    # The generated CSRs are input, not output: kept in memory (tmpfs) when there is one, so
+    # the run creates (and later deletes) only the files it measures. On ext4 without a
+    # journal, mass deletions slow down inode allocation for minutes (recently_deleted()).
+    in_memory = options.tmpfs and Path(options.tmpfs).is_dir()
+    csrs = Path(tempfile.mkdtemp(prefix="fleetpki-csrs-", dir=options.tmpfs if in_memory else work))
     try:
-        _run(options, sizes, work)
+        _run(options, sizes, work, csrs)
     finally:
         if not options.keep:
             shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(csrs, ignore_errors=True)
 
 
-def _run(options: argparse.Namespace, sizes: list[int], work: Path) -> None:
+def _run(options: argparse.Namespace, sizes: list[int], work: Path, csrs: Path) -> None:
     import cryptography
 
     cores = os.cpu_count() or 1
-    print(f"cryptography {cryptography.__version__}, {cores} cores, work folder {work}")
+    print(
+        f"cryptography {cryptography.__version__}, {cores} cores, "
+        f"work folder {work}, CSRs in {csrs}"
+    )
     home = work / "home"
     Home(home).init_root("root", passphrase=None)
     Home(home).create_intermediate(
@@ -210,10 +219,10 @@ def _run(options: argparse.Namespace, sizes: list[int], work: Path) -> None:
     )
     started = time.perf_counter()
     for size in sizes:
-        generate_csrs(work / f"csrs-{size}", f"s{size}", size)
+        generate_csrs(csrs / f"csrs-{size}", f"s{size}", size)
     print(f"generated {sum(sizes):,} CSRs in {time.perf_counter() - started:.1f} s (not timed)")
 
-    sample = sorted((work / f"csrs-{sizes[0]}").iterdir())
+    sample = sorted((csrs / f"csrs-{sizes[0]}").iterdir())
     openssl_rate = openssl_recipe(home, sample[: options.sample], work / "openssl-out")
     naive_rate = naive_cryptography(home, sample[: options.naive], work / "naive-out")
     raw_core, raw_all = raw_limit()
@@ -251,7 +260,7 @@ def _run(options: argparse.Namespace, sizes: list[int], work: Path) -> None:
 
     for size in sizes:
         timed(
-            "bulk sign", size, "bulk", "sign", work / f"csrs-{size}", "--ca", "factory",
+            "bulk sign", size, "bulk", "sign", csrs / f"csrs-{size}", "--ca", "factory",
             "--project", PROJECT, "--out", work / f"out-{size}",
         )  # fmt: skip
     timed(
@@ -262,19 +271,19 @@ def _run(options: argparse.Namespace, sizes: list[int], work: Path) -> None:
     if options.prefill:
         seconds = prefill_inventory(home, options.prefill)
         print(f"(inventory +{options.prefill:,} synthetic rows in {seconds:.0f} s, not timed)")
-        generate_csrs(work / "csrs-prefill", "prefill", sizes[0])
+        generate_csrs(csrs / "csrs-prefill", "prefill", sizes[0])
         timed(
-            "bulk sign, after prefill", sizes[0], "bulk", "sign", work / "csrs-prefill",
+            "bulk sign, after prefill", sizes[0], "bulk", "sign", csrs / "csrs-prefill",
             "--ca", "factory", "--project", PROJECT, "--out", work / "out-prefill",
         )  # fmt: skip
     if options.tmpfs and Path(options.tmpfs).is_dir():
         # The same work with the output folder in memory: what the filesystem costs.
         tmp_out = Path(tempfile.mkdtemp(prefix="fleetpki-bench-", dir=options.tmpfs))
         try:
-            generate_csrs(work / "csrs-tmpfs", "tmpfs", sizes[0])
+            generate_csrs(csrs / "csrs-tmpfs", "tmpfs", sizes[0])
             timed(
                 f"bulk sign, out on {options.tmpfs}", sizes[0], "bulk", "sign",
-                work / "csrs-tmpfs", "--ca", "factory", "--project", PROJECT,
+                csrs / "csrs-tmpfs", "--ca", "factory", "--project", PROJECT,
                 "--out", tmp_out / "out",
             )  # fmt: skip
             timed(
