@@ -24,9 +24,9 @@ from fleetpki.csr import check_csr, create_csr
 from fleetpki.home import Home
 from fleetpki.keys import generate_private_key
 from fleetpki.platform.transports.coaps import CoapsServer
-from fleetpki.platform.transports.dtls import (
+from fleetpki.platform.transports.dtls import DtlsSettings
+from fleetpki.platform.transports.dtls_records import (
     DTLS1_2_VERSION,
-    DtlsSettings,
     pack_datagrams,
     split_records,
 )

@@ -7,7 +7,7 @@ import struct
 import aiocoap
 
 from fleetpki.platform.transports.coaps import coap_code
-from fleetpki.platform.transports.dtls import (
+from fleetpki.platform.transports.dtls_records import (
     DTLS1_2_VERSION,
     access_denied_alert,
     pack_datagrams,

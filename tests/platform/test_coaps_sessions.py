@@ -16,7 +16,8 @@ from coaps_fixtures import CoapsEnv, DeviceFiles, DtlsClient, coap_request, run_
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
-from fleetpki.platform.transports.dtls import DtlsSettings, split_records
+from fleetpki.platform.transports.dtls import DtlsSettings
+from fleetpki.platform.transports.dtls_records import split_records
 
 SETTINGS = DtlsSettings(
     max_sessions=2000, idle_timeout=60.0, handshake_timeout=1.5, sweep_interval=0.1

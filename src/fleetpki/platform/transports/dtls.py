@@ -16,7 +16,6 @@ import hmac
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,9 +26,17 @@ from cryptography import x509
 from OpenSSL import SSL
 from OpenSSL._util import lib as _lib  # pyOpenSSL has no sigalgs setter
 
+from fleetpki.platform.transports.dtls_records import (
+    DTLS1_2_VERSION,
+    MTU,
+    access_denied_alert,
+    is_client_hello,
+    pack_datagrams,
+    split_records,
+)
+
 log = logging.getLogger(__name__)
 
-DTLS1_2_VERSION = 0xFEFD
 # OpenSSL files CCM_8 (64-bit tag) under security level 0; device SDKs offer it, so the level is
 # lowered and what it would otherwise guard is pinned explicitly: these three suites, and
 # signature algorithms without SHA-1 (SIGALGS). Key sizes are the auth pipeline's business.
@@ -40,13 +47,8 @@ SIGALGS = (
     b"ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:RSA-PSS+SHA256:RSA-PSS+SHA384:RSA-PSS+SHA512:"
     b"RSA+SHA256:RSA+SHA384:RSA+SHA512"
 )
-# Ciphertext MTU: fits an IPv6 minimum-MTU path (1280) with room for IP and UDP headers.
-MTU = 1200
-_RECORD_HEADER = struct.Struct("!BHH6sH")  # type, version, epoch, sequence, length
-_HANDSHAKE, _ALERT = 22, 21
-_ACCESS_DENIED = 49
-_COOKIE_PERIOD = 30.0
-RECEIVE_BUFFER = 4 * 1024 * 1024  # seconds; a cookie stays valid for one to two periods
+_COOKIE_PERIOD = 30.0  # seconds; a cookie stays valid for one to two periods
+RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,55 +62,6 @@ class DtlsSettings:
     idle_timeout: float = 300.0
     handshake_timeout: float = 30.0
     sweep_interval: float = 1.0
-
-
-def _client_hello(data: bytes) -> bool:
-    """True for a datagram starting with an epoch-0 handshake record carrying a ClientHello."""
-    if len(data) < _RECORD_HEADER.size + 1:
-        return False
-    kind, _version, epoch, _seq, _length = _RECORD_HEADER.unpack_from(data)
-    return kind == _HANDSHAKE and epoch == 0 and data[_RECORD_HEADER.size] == 1
-
-
-def split_records(data: bytes) -> list[bytes]:
-    """Cut the memory BIO's output into whole DTLS records (each write is one or more records)."""
-    records = []
-    offset = 0
-    while offset + _RECORD_HEADER.size <= len(data):
-        length = _RECORD_HEADER.unpack_from(data, offset)[4]
-        end = offset + _RECORD_HEADER.size + length
-        records.append(data[offset:end])
-        offset = end
-    return records
-
-
-def pack_datagrams(records: list[bytes], mtu: int = MTU) -> list[bytes]:
-    """Group records into datagrams of at most ``mtu`` bytes (RFC 6347 4.1.1 allows several)."""
-    datagrams: list[bytes] = []
-    current = b""
-    for record in records:
-        if current and len(current) + len(record) > mtu:
-            datagrams.append(current)
-            current = b""
-        current += record
-    if current:
-        datagrams.append(current)
-    return datagrams
-
-
-def access_denied_alert(held: bytes) -> bytes:
-    """A plaintext fatal access_denied alert that takes the place of the held-back last flight.
-
-    The device has switched its write epoch but still reads epoch 0 until our ChangeCipherSpec,
-    so the alert goes out at epoch 0 with the sequence number the ChangeCipherSpec would have had.
-    """
-    sequence = b"\x00" * 6
-    for record in split_records(held):
-        _kind, _version, epoch, seq, _length = _RECORD_HEADER.unpack_from(record)
-        if epoch == 0:
-            sequence = seq
-            break
-    return _RECORD_HEADER.pack(_ALERT, DTLS1_2_VERSION, 0, sequence, 2) + bytes([2, _ACCESS_DENIED])
 
 
 def _drain(conn: SSL.Connection) -> bytes:
@@ -367,10 +320,10 @@ class DtlsEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         session = self.sessions.get(addr)
-        if session is not None and not (session.state == "established" and _client_hello(data)):
+        if session is not None and not (session.state == "established" and is_client_hello(data)):
             session.datagram(data)
             return
-        if _client_hello(data):
+        if is_client_hello(data):
             self._listen(data, addr)
         # Anything else from an unknown peer is dropped without a trace (no state, no answer).
 
