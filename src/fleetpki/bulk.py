@@ -4,7 +4,7 @@ Per chunk of CSRs, a worker process (``bulk_worker``) checks each one with ``csr
 (proof of possession and the project policy, as ``fleetpki sign``) and signs it through a
 ``fastsign.DeviceTemplate`` (the DEVICE profile, byte-identical to the builder). The main process
 looks the chunk's IDs up in the inventory, commits the new rows in one transaction, and only then
-has its writer threads write the files and append the run journal (``.journal.jsonl``). So a
+has its writer threads write the files and append the run journal (``bulk_journal``). So a
 kill at any moment leaves no certificate file without its row; a rerun skips sources the journal
 lists, re-writes the files of IDs committed but not journaled (from the inventory's DER), and
 issues the rest. No ID is ever issued twice: the inventory's unique index on active device IDs
@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import csv
 import fcntl
 import gc
 import json
@@ -31,6 +30,7 @@ from typing import IO, Any
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.bulk_inputs import Item
+from fleetpki.bulk_journal import Journal
 from fleetpki.bulk_worker import (
     Outcome,
     device_file,
@@ -49,8 +49,6 @@ from fleetpki.keys import KeyType, load_private_key
 
 CHUNK = 256
 WRITER_THREADS = 2  # file creation is kernel time, outside the GIL: overlap it
-JOURNAL = ".journal.jsonl"
-MANIFEST_FIELDS = ("certificate_id", "serial", "fingerprint_sha256", "not_after", "source")
 SIGN_FILES = {"crt_pem": "crt.pem", "crt_der": "crt.der"}
 ISSUE_FILES = {**SIGN_FILES, "key_pem": "key.pem", "key_der": "key.der", "csr_pem": "csr.pem"}
 
@@ -113,7 +111,7 @@ class BulkRun:
         self.chunk = chunk
         self.summary = Summary(mode)
         self.files = ISSUE_FILES if mode == "issue" else SIGN_FILES
-        self._stale: set[str] = set()  # journaled by an earlier run, files missing since
+        self.journal = Journal(self.out, project, ca.name, list(self.files))
         self._writes: collections.deque[concurrent.futures.Future[_Written]] = collections.deque()
 
     # -- setup --------------------------------------------------------------------------------
@@ -134,12 +132,7 @@ class BulkRun:
                 )
         else:
             put(marker, json.dumps(run).encode() + b"\n")
-        journal = self.out / JOURNAL
-        if journal.exists() and journal.stat().st_size:
-            with open(journal, "rb+") as handle:
-                handle.seek(-1, os.SEEK_END)
-                if handle.read(1) != b"\n":  # a row cut short by a kill: end it
-                    handle.write(b"\n")
+        self.journal.end_cut_row()
         chain = [self.ca.certificate, *self.ca.chain]
         put(
             self.out / "ca-chain.pem",
@@ -147,25 +140,7 @@ class BulkRun:
                 pem_armor("CERTIFICATE", c.public_bytes(serialization.Encoding.DER)) for c in chain
             ),
         )
-        prefix = f"{self.out}{os.sep}"
-        done: set[str] = set()
-        for row in self._journal_rows():
-            if os.path.exists(prefix + row["files"]["crt_der"]):
-                done.add(row["source"])
-            else:  # files gone since: this run journals it again, the manifest keeps the last
-                self._stale.add(row["source"])
-        return done
-
-    def _journal_rows(self) -> Iterator[dict[str, Any]]:
-        path = self.out / JOURNAL
-        if not path.exists():
-            return
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                with contextlib.suppress(ValueError):  # a line cut short by a kill
-                    row = json.loads(line)
-                    if isinstance(row, dict) and "source" in row and "files" in row:
-                        yield row
+        return self.journal.done()
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -193,12 +168,12 @@ class BulkRun:
                 raise ConflictError(f"another bulk run is writing to {self.out}") from None
             done = self._prepare_out()
             with (
-                open(self.out / JOURNAL, "a", encoding="utf-8") as journal,
+                open(self.journal.path, "a", encoding="utf-8") as journal,
                 concurrent.futures.ThreadPoolExecutor(WRITER_THREADS) as writers,
             ):
                 self._loop(items, done, advance, journal, writers)
             self.summary.seconds = time.monotonic() - started
-            self._write_manifests()
+            self.journal.write_manifests(self.summary.failures)
         return self.summary
 
     def _loop(
@@ -413,43 +388,3 @@ class BulkRun:
                 self.summary.rewritten += len(written.rows)
             else:
                 self.summary.issued += len(written.rows)
-
-    def _write_manifests(self) -> None:
-        """manifest.csv and manifest.json (every device of this output folder), failures.csv.
-
-        A device journaled again this run (its files had gone) drops its older journal row, so
-        the journal and the manifests list each device once.
-        """
-        out = self.out
-        names = list(self.files)
-        repeats = collections.Counter(
-            row["source"] for row in self._journal_rows() if row["source"] in self._stale
-        )
-        with (
-            open(out / ".manifest.csv.tmp", "w", newline="", encoding="utf-8") as csv_handle,
-            open(out / ".manifest.json.tmp", "w", encoding="utf-8") as json_handle,
-            open(out / ".journal.tmp", "w", encoding="utf-8") as journal,
-        ):
-            writer = csv.writer(csv_handle)
-            writer.writerow([*MANIFEST_FIELDS, *names, "ca_chain"])
-            head = {"project": self.project, "ca": self.ca.name, "ca_chain": "ca-chain.pem"}
-            json_handle.write(json.dumps(head)[:-1] + ', "devices": [')
-            separator = "\n  "
-            for row in self._journal_rows():
-                if repeats[row["source"]] > 1:
-                    repeats[row["source"]] -= 1
-                    continue
-                files = [row["files"].get(k, "") for k in names]
-                writer.writerow([*(row[k] for k in MANIFEST_FIELDS), *files, "ca-chain.pem"])
-                line = json.dumps(row)
-                json_handle.write(separator + line)
-                journal.write(line + "\n")
-                separator = ",\n  "
-            json_handle.write("\n]}\n")
-        with open(out / "failures.csv", "w", newline="", encoding="utf-8") as handle:
-            failures = csv.writer(handle)
-            failures.writerow(["source", "reason"])
-            failures.writerows(self.summary.failures)
-        os.replace(out / ".journal.tmp", out / JOURNAL)  # also drops rows cut short by a kill
-        os.replace(out / ".manifest.csv.tmp", out / "manifest.csv")
-        os.replace(out / ".manifest.json.tmp", out / "manifest.json")
