@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -46,6 +48,20 @@ def test_no_client_certificate(env: CoapsEnv) -> None:
     assert len(events) == 1
     assert events[0]["outcome"] == "refused"
     assert "no client certificate" in events[0]["reason"]
+
+
+@pytest.mark.parametrize("binary", ["coap-client-openssl", "coap-client-gnutls"])
+def test_libcoap_without_certificate(env: CoapsEnv, binary: str) -> None:
+    result = subprocess.run(
+        [binary, "-C", str(env.ca_file), "-B", "5", f"coaps://127.0.0.1:{env.port}/whoami"],
+        capture_output=True, text=True, timeout=15,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert "alert access denied" in output or "Access was denied" in output, output
+    port = re.search(r"127\.0\.0\.1:(\d+) <-> ", output)
+    assert port is not None, output
+    events = [e for e in env.events(project=None) if e["peer"] == f"127.0.0.1:{port[1]}"]
+    assert [e["reason"] for e in events] == ["no client certificate"]
 
 
 @pytest.mark.parametrize("binary", ["coap-client-openssl", "coap-client-gnutls"])
