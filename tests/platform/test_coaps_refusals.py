@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from coaps_fixtures import CoapsEnv, DeviceFiles, DtlsClient, Pki, coap_client, pem
+from coaps_fixtures import CoapsEnv, DeviceFiles, DtlsClient, Pki, coap_client, mbedtls_get, pem
 from OpenSSL import SSL
 
 
@@ -101,3 +101,12 @@ def test_disabled_device(env: CoapsEnv) -> None:
     time.sleep(0.3)
     _refused(env, device, "coap-client-gnutls")
     assert "disabled" in _last_reason(env, "stolen-1")
+
+
+def test_mbedtls_device_refused(env: CoapsEnv) -> None:
+    from mbedtls.exceptions import TLSError
+
+    device = env.pki.device("mcu-expired", expired=True)
+    with pytest.raises(TLSError, match="fatal alert"):
+        mbedtls_get(env.port, device, env.ca_file, "whoami")
+    assert "expired" in _last_reason(env, "mcu-expired")
