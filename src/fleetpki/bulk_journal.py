@@ -31,6 +31,10 @@ class Journal:
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Every complete row, oldest first."""
+        for _, row in self._lines():
+            yield row
+
+    def _lines(self) -> Iterator[tuple[str, dict[str, Any]]]:
         if not self.path.exists():
             return
         with open(self.path, encoding="utf-8") as handle:
@@ -38,7 +42,7 @@ class Journal:
                 with contextlib.suppress(ValueError):  # a line cut short by a kill
                     row = json.loads(line)
                     if isinstance(row, dict) and "source" in row and "files" in row:
-                        yield row
+                        yield line.rstrip("\n"), row
 
     def end_cut_row(self) -> None:
         """End a row a kill cut short, so the next appended row starts on its own line."""
@@ -79,13 +83,12 @@ class Journal:
             head = {"project": self.project, "ca": self.ca_name, "ca_chain": "ca-chain.pem"}
             json_handle.write(json.dumps(head)[:-1] + ', "devices": [')
             separator = "\n  "
-            for row in self.rows():
+            for line, row in self._lines():
                 if repeats[row["source"]] > 1:
                     repeats[row["source"]] -= 1
                     continue
                 files = [row["files"].get(k, "") for k in self.files]
                 writer.writerow([*(row[k] for k in MANIFEST_FIELDS), *files, "ca-chain.pem"])
-                line = json.dumps(row)
                 json_handle.write(separator + line)
                 journal.write(line + "\n")
                 separator = ",\n  "
