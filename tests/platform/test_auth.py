@@ -163,6 +163,7 @@ def test_device_resources_only_own_records(acme: Platform, pki: PKI) -> None:
     assert res.handle(two, "GET", "state", b"").body == b"{}"
     assert res.handle(one, "PUT", "state", b"not json").status == 400
     assert res.handle(one, "PUT", "state", b"[" * 9000).status == 413
+    assert res.handle(one, "PUT", "state", b"[" * 8000).status == 400
     assert res.handle(one, "DELETE", "state", b"").status == 405
     assert res.handle(one, "GET", "../devices", b"").status == 404
     who = res.handle(two, "GET", "whoami", b"")

@@ -62,7 +62,9 @@ def python_client(
         context.load_cert_chain(cert_file, key_file)
     with socket.create_connection(address, timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"GET /v1/device/whoami HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            tls.sendall(
+                b"GET /v1/device/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
             data = b""
             while chunk := tls.recv(65536):
                 data += chunk
@@ -208,6 +210,8 @@ def test_refusals_over_real_handshakes(
         assert event["outcome"] == "refused" and fragment in str(event["reason"]), label
         if device is not None:
             assert event["serial"] == f"{device.cert.serial_number:x}"
+    # The device chaining to acme's CA but saying O=other is recorded under other only.
+    assert not acme.store.list_auth_events("acme", certificate_id="d2")
     # Nothing was created by any refused device.
     assert acme.store.list_devices("acme")[1] == 0
     assert acme.store.list_devices("other")[1] == 0
@@ -241,3 +245,38 @@ def test_ca_disable_delete_and_device_disable_without_restart(
     reasons = [e["reason"] for e in acme.store.list_auth_events("acme", certificate_id="live-1")]
     assert reasons[0] == "device 'live-1' is disabled"
     assert any("is disabled in project 'acme'" in r for r in reasons)
+
+
+def test_keep_alive_and_malformed_requests(
+    acme: Platform, server: tuple[str, int], pki: PKI, tmp_path: Path
+) -> None:
+    cert_file, key_file = issue(pki.root_a, "acme", "keepalive-1").write(tmp_path)
+    context = ssl.create_default_context(cafile=str(acme.server_ca_file))
+    context.load_cert_chain(cert_file, key_file)
+    with socket.create_connection(server, timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            body = b'{"on": true}'
+            tls.sendall(
+                b"PUT /v1/device/state HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+                + b"GET /v1/device/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 204 No Content\r\n")
+    assert data.count(b"HTTP/1.1 ") == 2 and data.endswith(b'{"on":true}')
+    for request in (b"NONSENSE\r\n\r\n", b"GET / SPDY/9\r\n\r\n"):
+        with socket.create_connection(server, timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(request)
+                assert tls.recv(65536).startswith(b"HTTP/1.1 400")
+    # One device connection being idle does not hold up another device.
+    idle = socket.create_connection(server, timeout=10)
+    try:
+        status, _ = python_client(acme, server, issue(pki.root_a, "acme", "busy-1"), tmp_path / "b")
+        assert status == 200
+    finally:
+        idle.close()

@@ -66,15 +66,62 @@ def test_serve_end_to_end(tmp_path: Path, pki: PKI, db_url: str | None) -> None:
         # Disabled through the API (parent process): refused by the HTTPS workers soon after.
         server.api("PATCH", f"/v1/projects/acme/certificates/{ca_id}", {"enabled": False}, key=key)
         assert wait_for(lambda: curl_whoami(server, files)[0] == 403)
+
+        def reasons() -> list[str]:
+            listed = server.api("GET", "/v1/projects/acme/auth-events", key=key).json()["list"]
+            return [e["reason"] for e in listed]
+
+        # Workers write events in batches: poll, asking again while a stale worker answers.
         assert wait_for(
             lambda: (
-                "is disabled"
-                in server.api("GET", "/v1/projects/acme/auth-events", key=key).json()["list"][0][
-                    "reason"
-                ]
+                curl_whoami(server, files)[0] == 403 and any("is disabled" in r for r in reasons())
             )
         )
         events = server.api("GET", "/v1/projects/acme/auth-events", key=key).json()["list"]
         assert any(e["outcome"] == "accepted" for e in events)
         devices = server.api("GET", "/v1/projects/acme/devices", key=key).json()
         assert devices["total"] == 1 and devices["list"][0]["lastSeen"] is not None
+
+
+def test_serve_with_coaps_endpoint(tmp_path: Path) -> None:
+    """--coaps starts the CoAP/DTLS endpoint next to the others (the CoAP module's own tests
+    cover what it serves)."""
+    import socket
+    import sys
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    exe = str(Path(sys.executable).with_name("fleetpki"))
+    proc = subprocess.Popen(
+        [
+            exe,
+            "serve",
+            "--data",
+            str(tmp_path / "d"),
+            "--api",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--coaps",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "FLEETPKI_ADMIN_KEY": ServeProcess.ADMIN_KEY},
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip() == "ready":
+                break
+        assert f"device CoAP/DTLS  coaps://127.0.0.1:{port}" in lines, (lines, proc.stderr)
+    finally:
+        proc.terminate()
+        proc.wait(10)

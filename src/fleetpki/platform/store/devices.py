@@ -146,6 +146,8 @@ class DeviceStore(StoreBase):
             text = json.dumps(json.loads(document), separators=(",", ":"))
         except (ValueError, UnicodeDecodeError):
             raise InputError("state must be a JSON document") from None
+        except RecursionError:
+            raise InputError("state is nested too deeply") from None
         with self.engine.begin() as conn:
             done = conn.execute(
                 devices.update().where(devices.c.id == device_id).values(state=text)

@@ -173,6 +173,7 @@ class HttpsDeviceServer:
         self.sock = sock
         self.threads = threads
         self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(threads * 4)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -184,11 +185,17 @@ class HttpsDeviceServer:
         self.sock.settimeout(0.5)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="fleetpki-https") as pool:
             while not self._stop.is_set():
+                # Past this many accepted connections, leave the rest in the kernel's backlog
+                # (or to another worker) rather than queueing sockets without bound.
+                if not self._slots.acquire(timeout=0.5):
+                    continue
                 try:
                     client, address = self.sock.accept()
                 except TimeoutError:
+                    self._slots.release()
                     continue
                 except OSError:
+                    self._slots.release()
                     if self._stop.is_set():
                         break
                     time.sleep(0.05)  # e.g. out of file descriptors: do not spin
@@ -199,13 +206,19 @@ class HttpsDeviceServer:
         self._stop.set()
 
     def _serve_connection(self, client: socket.socket, address: Any) -> None:
-        peer = f"{address[0]}:{address[1]}"
-        client.setblocking(False)
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = SSL.Connection(self.context, client)
-        conn.set_accept_state()
-        channel = _Channel(conn, client)
         try:
+            self._handle(client, f"{address[0]}:{address[1]}")
+        finally:
+            self._slots.release()
+
+    def _handle(self, client: socket.socket, peer: str) -> None:
+        channel = None
+        try:
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = SSL.Connection(self.context, client)
+            conn.set_accept_state()
+            channel = _Channel(conn, client)
             channel.handshake(HANDSHAKE_TIMEOUT)
             leaf = conn.get_peer_certificate(as_cryptography=True)
             presented = None
@@ -214,12 +227,16 @@ class HttpsDeviceServer:
                 presented = PresentedChain(leaf, tuple(c for c in sent if c != leaf))
             result = self.authenticator.authenticate(presented, transport=TRANSPORT, peer=peer)
             self._serve_requests(channel, result)
-        except _Closed:
+        except (_Closed, OSError):
             pass
         except Exception:
             log.exception("HTTPS connection from %s failed", peer)
         finally:
-            channel.close()
+            if channel is not None:
+                channel.close()
+            else:
+                with contextlib.suppress(OSError):
+                    client.close()
 
     def _serve_requests(self, channel: _Channel, who: DeviceIdentity | Refusal) -> None:
         buffer = b""
