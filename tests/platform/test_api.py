@@ -203,3 +203,25 @@ def test_openapi_and_errors(api: Api) -> None:
     bad = api("POST", "/v1/projects", {"id": "Bad Slug"})
     assert bad.status_code == 400 and "invalid project slug" in bad.json()["error"]["message"]
     assert api("POST", "/v1/projects", {"id": "acme"}).status_code == 409
+
+
+def test_crl_upload(api: Api, platform: Platform, pki: PKI) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from fleetpki.platform.identity import PresentedChain, Refusal
+
+    upload(api, pem(pki.root_a.certificate))
+    device = issue(pki.root_a, "acme", "crl-1")
+    now = dt.datetime.now(dt.UTC)
+    crl = pki.root_a.sign_crl([(device.cert.serial_number, now, "keyCompromise")], crl_number=1)
+    body = {"crlFile": b64(crl.public_bytes(Encoding.DER))}
+    response = api("POST", "/v1/projects/acme/crls", body)
+    assert response.status_code == 201 and response.json()["data"]["revoked"] == 1
+    result = platform.authenticator.authenticate(
+        PresentedChain(device.cert), transport="https", peer="p"
+    )
+    assert isinstance(result, Refusal) and "revoked" in result.reason
+    foreign = pki.stranger.sign_crl([], crl_number=1)
+    body = {"crlFile": b64(foreign.public_bytes(Encoding.PEM))}
+    refused = api("POST", "/v1/projects/acme/crls", body)
+    assert refused.status_code == 400 and "not signed by" in refused.json()["error"]["message"]
