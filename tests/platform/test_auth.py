@@ -176,3 +176,16 @@ def test_duplicate_project_and_device_names(acme: Platform) -> None:
     acme.store.create_device("acme", "dup")
     with pytest.raises(ConflictError):
         acme.store.create_device("acme", "dup")
+
+
+def test_concurrent_first_connections_make_one_device(acme: Platform, pki: PKI) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    device = issue(pki.root_a, "acme", "racer")
+    acme.store.create_device("acme", "racer-named")  # unrelated, must stay untouched
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: auth(acme, device), range(16)))
+    ids = {r.device_id for r in results if isinstance(r, DeviceIdentity)}
+    assert len(ids) == 1 and all(isinstance(r, DeviceIdentity) for r in results)
+    names = sorted(d["name"] for d in acme.store.list_devices("acme")[0])
+    assert names == ["racer", "racer-named"]
