@@ -166,6 +166,15 @@ def _c_clients(
 # -- driver ----------------------------------------------------------------------------------
 
 
+def _receive(pipe: Any, seconds: float, failure: str) -> Any:
+    """The next message on ``pipe``; SystemExit after ``seconds`` (the benchmark stays bounded)."""
+    if not pipe.poll(seconds):
+        for child in mp.active_children():
+            child.terminate()
+        raise SystemExit(f"benchmark: {failure}")
+    return pipe.recv()
+
+
 def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
@@ -175,7 +184,7 @@ def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -
         port_in, port_out = ctx.Pipe(duplex=False)
         process = ctx.Process(target=_serve, args=(kind, str(data_dir), port, port_out, stop))
         process.start()
-        port = port_in.recv()
+        port = _receive(port_in, 60, f"{kind} server did not start")
         servers.append(process)
     inflight = max(1, args.clients // args.client_procs)
     if args.c_client is not None:
@@ -188,7 +197,7 @@ def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -
         results = []
         client_cpu = 0.0
         for process in running:
-            out, _ = process.communicate()
+            out, _ = process.communicate(timeout=args.seconds + 60)
             done, _failed, elapsed, _retransmits, used = out.split()
             results.append((int(done), float(elapsed)))
             client_cpu += float(used)
@@ -213,7 +222,7 @@ def _phase(kind: str, data_dir: Path, devices: list[Any], ca: Path, args: Any) -
     cpu_before = sum(_cpu_seconds(p.pid) for p in servers)
     for process in clients:
         process.start()
-    results = [pipe.recv() for pipe in pipes]
+    results = [_receive(pipe, args.seconds + 60, f"{kind} client failed") for pipe in pipes]
     cpu = sum(_cpu_seconds(p.pid) for p in servers) - cpu_before
     for process in clients:
         process.join()
