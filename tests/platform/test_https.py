@@ -280,3 +280,27 @@ def test_keep_alive_and_malformed_requests(
         assert status == 200
     finally:
         idle.close()
+
+
+def test_certificate_id_rules_over_real_handshakes(
+    acme: Platform, server: tuple[str, int], pki: PKI, tmp_path: Path
+) -> None:
+    def whoami(certificate_id: str, folder: str) -> dict[str, object]:
+        device = issue(pki.root_a, "acme", certificate_id)
+        status, body = python_client(acme, server, device, tmp_path / folder)
+        assert status == 200, body
+        return body
+
+    made = acme.store.create_device("acme", "pump-9")
+    assert whoami("pump-9", "b")["deviceId"] == made["id"]  # rule b: claims the pre-created
+    created = whoami("new-1", "c")  # rule c: a new device named after the ID
+    assert created["name"] == "new-1"
+    acme.store.update_device("acme", str(created["deviceId"]), name="taken")
+    again = whoami("new-1", "a")  # rule a, with a renewed certificate (new key)
+    assert again["deviceId"] == created["deviceId"] and again["certificateId"] == "new-1"
+    assert again["name"] == "taken"
+    clash = whoami("taken", "suffix")  # the name is held by a device with another ID
+    assert clash["deviceId"] != created["deviceId"]
+    assert str(clash["name"]).startswith("taken-") and clash["certificateId"] == "taken"
+    got = acme.store.get_device("acme", str(created["deviceId"]))
+    assert got["certificateId"] == "new-1"  # never changed
