@@ -56,12 +56,26 @@ def _kill_mid_run(proc: subprocess.Popen[bytes], journal: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the workers die with it (PR_SET_PDEATHSIG)
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
+        if not _live_members(proc.pid):
             return
         time.sleep(0.05)
     raise AssertionError("worker processes outlived the killed run")
+
+
+def _live_members(group: int) -> list[int]:
+    """Processes of process group ``group`` that still run (zombies waiting for init don't)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, pgrp, ...
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            alive.append(int(entry.name))
+    return alive
 
 
 def _check_files_have_rows(out: Path, inventory: dict[str, list[tuple[str, bytes]]]) -> int:
