@@ -252,3 +252,28 @@ def test_cli_json_summary_exit_code_and_folder_guard(
     )  # fmt: skip
     assert rc == 0, stderr
     assert json.loads(stdout)["issued"] == 4
+
+
+def test_inventory_record_batch_is_all_or_nothing(h: Hierarchy) -> None:
+    from fleetpki.csr import check_csr, create_csr
+    from fleetpki.errors import ConflictError
+    from fleetpki.fastsign import DeviceTemplate
+    from fleetpki.inventory import IssuedRecord
+    from fleetpki.profiles import utcnow
+
+    template = DeviceTemplate(h.intermediate, now=utcnow())
+
+    def record(certificate_id: str) -> IssuedRecord:
+        request = check_csr(create_csr(generate_private_key(), "acme", certificate_id), "acme")
+        cert = x509.load_der_x509_certificate(template.issue(request).der)
+        return IssuedRecord.from_certificate(cert, kind="device", issuer_ca="factory")
+
+    inventory = h.home.inventory
+    before = inventory.count()
+    inventory.record_batch([record("b1"), record("b2")])
+    assert inventory.count() == before + 2
+    assert set(inventory.active_device_certificates("acme", ["b1", "b2", "b3"])) == {"b1", "b2"}
+    with pytest.raises(ConflictError):
+        inventory.record_batch([record("b3"), record("b1")])  # b1 is active already
+    assert inventory.count() == before + 2
+    assert inventory.active_device_certificates("acme", ["b3"]) == {}
