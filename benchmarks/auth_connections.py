@@ -1,18 +1,21 @@
 """Authenticated device connections per second: new mTLS connection + GET whoami, each time.
 
-    .venv/bin/python benchmarks/auth_connections.py [--seconds 8] [--clients 32]
-        [--client-procs 2] [--workers 2] [--lookup-devices 1000000]
+    .venv/bin/python benchmarks/auth_connections.py [--seconds 6] [--clients 32]
+        [--client-procs 2] [--workers 2] [--lookup-devices 1000000] [--python-clients-only]
 
-Phase 1, baseline: a bare asyncio server with the stdlib ``ssl`` module (mutual TLS, the same CA
-and P-256 server certificate, fixed answer, one process), the same clients.
-Phase 2: ``fleetpki serve`` (SQLite, ``--workers`` HTTPS processes, the whole auth pipeline, auth
-events recorded) with the same clients. Each client does a full handshake (no resumption) with
-one of 200 device certificates, GET /v1/device/whoami, checks 200, closes, starts over.
-Reported: connections/s, p50/p99 latency, server CPU per connection, the ratio to the baseline.
-Clients run on the same machine and take CPU from the server: the per-connection server CPU is
-the figure that transfers to a dedicated server.
-Phase 3: the per-device lookup (rule a, indexed certificate ID) at 1k devices and at
-``--lookup-devices`` devices. Bounded: about 2 x (seconds + 4) s plus the bulk insert.
+Baseline: a bare asyncio server with the stdlib ``ssl`` module (mutual TLS, the same CA and P-256
+server certificate, a fixed answer, one process). Then ``fleetpki serve`` (SQLite, ``--workers``
+HTTPS processes, the whole auth pipeline, auth events recorded). Both get the same load:
+- Python clients (stdlib ``ssl``, threads in ``--client-procs`` processes): full TLS 1.3
+  handshakes with 200 device certificates, GET whoami, check 200, close, start over; gives
+  connections/s and p50/p99 latency; a second fleetpki pass has the devices resume sessions;
+- the C client benchmarks/loadclient.c (compiled here; needs cc + libssl-dev; TLS 1.2,
+  ``2 x --clients`` connections in flight), which costs the shared cores far less CPU.
+Printed: connections/s, latency, the server's and the clients' CPU per connection, ratios to the
+baseline. Clients share the machine with the server: the server CPU per connection is the figure
+that carries over to a dedicated server. Last, the per-device lookup (rule a, indexed
+certificate ID) at 1k and ``--lookup-devices`` devices. Bounded: about 5 x seconds + 20 s, plus
+~15 s to insert 1M devices.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
 REQUEST = b"GET /v1/device/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 ADMIN_KEY = "benchmark-admin-key-0123456789"
 
@@ -295,16 +299,84 @@ def lookup_cost(folder: Path, sizes: list[int], samples: int = 3000) -> list[tup
     return results
 
 
+# -- C clients -------------------------------------------------------------------------------
+
+
+def build_c_client(folder: Path) -> Path | None:
+    """Compile benchmarks/loadclient.c (cc + libssl-dev); None when that is not possible."""
+    binary = folder / "loadclient"
+    try:
+        subprocess.run(
+            ["cc", "-O2", "-o", str(binary), str(HERE / "loadclient.c"), "-lssl", "-lcrypto"],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return binary
+
+
+def c_load(
+    binary: Path, port: int, pair: tuple[str, str], args: Any, pids: list[int]
+) -> dict[str, float]:
+    """The C client (TLS 1.2, one process, ``args.clients * 2`` connections in flight)."""
+    before = _cpu_seconds(pids)
+    out = subprocess.run(
+        [str(binary), "tls", "127.0.0.1", str(port), pair[0], pair[1], str(args.seconds),
+         str(args.clients * 2), REQUEST.hex()],
+        capture_output=True, text=True, timeout=args.seconds + 60,
+    )  # fmt: skip
+    cpu = _cpu_seconds(pids) - before
+    done, failed, seconds, _retransmits, client_cpu = out.stdout.split()[:5]
+    count = int(done)
+    return {
+        "rate": count / float(seconds),
+        "errors": int(failed),
+        "cpu_ms": cpu / count * 1000 if count else float("nan"),
+        "client_ms": float(client_cpu) / count * 1000 if count else float("nan"),
+    }
+
+
 # -- main -------------------------------------------------------------------------------------
+
+
+def _line(label: str, result: dict[str, float]) -> str:
+    text = f"{label:<40} {result['rate']:6.0f} conn/s  "
+    if "p50" in result:
+        text += f"p50 {result['p50']:6.1f} ms  p99 {result['p99']:6.1f} ms  "
+    return (
+        text + f"server CPU {result['cpu_ms']:.2f} ms/conn (clients {result['client_ms']:.2f})"
+        f"  errors {result['errors']:.0f}"
+    )
+
+
+def _start_serve(data: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPKI_")}
+    env["FLEETPKI_ADMIN_KEY"] = ADMIN_KEY
+    exe = str(Path(sys.executable).with_name("fleetpki"))
+    serve = subprocess.Popen(
+        [exe, "serve", "--data", str(data), "--api", "127.0.0.1:0", "--https", "127.0.0.1:0",
+         "--no-coaps", "--workers", str(workers)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert serve.stdout is not None
+    https_port = 0
+    for line in serve.stdout:
+        if line.strip().startswith("device HTTPS"):
+            https_port = int(line.split()[2].rsplit(":", 1)[1])
+        if line.strip() == "ready":
+            break
+    return serve, https_port
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--lookup-devices", type=int, default=1_000_000)
+    parser.add_argument("--python-clients-only", action="store_true")
     args = parser.parse_args()
 
     from fleetpki.platform.app import Platform
@@ -312,6 +384,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fleetpki-bench-") as tmp:
         folder = Path(tmp)
         root_file, pairs = make_pki(folder, 200)
+        binary = None if args.python_clients_only else build_c_client(folder)
         data = folder / "data"
         with Platform.open(data) as platform:
             platform.store.create_project("bench")
@@ -322,8 +395,9 @@ def main() -> None:
                 platform.server_ca_file,
             )
         print(
-            f"{os.cpu_count()} CPUs; {args.clients} concurrent clients in "
-            f"{args.client_procs} processes; {args.seconds:.0f} s per phase"
+            f"{os.cpu_count()} CPUs, clients on the same machine; {args.seconds:.0f} s per phase; "
+            f"Python clients: {args.clients} in {args.client_procs} processes; "
+            + (f"C client: {args.clients * 2} in flight" if binary else "no C client (cc?)")
         )
 
         ctx = mp.get_context("fork")
@@ -336,70 +410,37 @@ def main() -> None:
         try:
             port = port_out.get(timeout=10)
             base = load(port, ca, pairs, args, lambda: [baseline.pid])
+            base_c = c_load(binary, port, pairs[0], args, [baseline.pid]) if binary else None
         finally:
             baseline.terminate()
             baseline.join()
-        print(
-            f"baseline  asyncio+ssl, 1 process : {base['rate']:7.0f} conn/s  "
-            f"p50 {base['p50']:6.1f} ms  p99 {base['p99']:6.1f} ms  "
-            f"server CPU {base['cpu_ms']:.2f} ms/conn  (clients {base['client_ms']:.2f})  "
-            f"errors {base['errors']}"
-        )
+        print(_line("baseline asyncio+ssl, 1 process", base))
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPKI_")}
-        env["FLEETPKI_ADMIN_KEY"] = ADMIN_KEY
-        exe = str(Path(sys.executable).with_name("fleetpki"))
-        serve = subprocess.Popen(
-            [
-                exe,
-                "serve",
-                "--data",
-                str(data),
-                "--api",
-                "127.0.0.1:0",
-                "--https",
-                "127.0.0.1:0",
-                "--no-coaps",
-                "--workers",
-                str(args.workers),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert serve.stdout is not None
-        https_port = 0
-        for line in serve.stdout:
-            if line.strip().startswith("device HTTPS"):
-                https_port = int(line.split()[2].rsplit(":", 1)[1])
-            if line.strip() == "ready":
-                break
+        serve, https_port = _start_serve(data, args.workers)
         try:
             warm = argparse.Namespace(**{**vars(args), "seconds": 1.0})
             load(https_port, ca, pairs, warm, lambda: [])  # creates the 200 devices
             pids = [serve.pid, *_children(serve.pid)]
             plat = load(https_port, ca, pairs, args, lambda: pids)
             resumed = load(https_port, ca, pairs, args, lambda: pids, resume=True)
+            plat_c = c_load(binary, https_port, pairs[0], args, pids) if binary else None
         finally:
             serve.send_signal(signal.SIGTERM)
             serve.wait(15)
+        print(_line(f"fleetpki serve, {args.workers} HTTPS workers", plat))
+        print(_line("  same, devices resuming TLS sessions", resumed))
         print(
-            f"fleetpki serve, {args.workers} HTTPS workers: {plat['rate']:7.0f} conn/s  "
-            f"p50 {plat['p50']:6.1f} ms  p99 {plat['p99']:6.1f} ms  "
-            f"server CPU {plat['cpu_ms']:.2f} ms/conn  (clients {plat['client_ms']:.2f})  "
-            f"errors {plat['errors']}"
+            f"ratio fleetpki / baseline (Python clients): {plat['rate'] / base['rate']:.2f}x "
+            f"connections/s; per server core at the measured CPU cost: "
+            f"{1000 / plat['cpu_ms']:.0f} vs {1000 / base['cpu_ms']:.0f} conn/s"
         )
-        print(
-            f"  same, devices resuming TLS sessions:    {resumed['rate']:7.0f} conn/s  "
-            f"p50 {resumed['p50']:6.1f} ms  p99 {resumed['p99']:6.1f} ms  "
-            f"server CPU {resumed['cpu_ms']:.2f} ms/conn  (clients {resumed['client_ms']:.2f})  "
-            f"errors {resumed['errors']}"
-        )
-        print(
-            f"ratio fleetpki / baseline: {plat['rate'] / base['rate']:.2f}x connections/s; "
-            f"one server core at fleetpki's CPU cost: {1000 / plat['cpu_ms']:.0f} conn/s "
-            f"(baseline {1000 / base['cpu_ms']:.0f})"
-        )
+        if base_c is not None and plat_c is not None:
+            print(_line("C client, TLS 1.2: baseline", base_c))
+            print(_line(f"C client, TLS 1.2: fleetpki, {args.workers} workers", plat_c))
+            print(
+                f"ratio fleetpki / baseline (C client): {plat_c['rate'] / base_c['rate']:.2f}x "
+                "connections/s"
+            )
 
         sizes = sorted({1000, args.lookup_devices})
         costs = lookup_cost(folder, sizes)
