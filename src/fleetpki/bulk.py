@@ -41,11 +41,11 @@ from fleetpki.bulk_worker import (
     sign_chunk,
 )
 from fleetpki.ca import CertificateAuthority
-from fleetpki.errors import ConflictError, FleetPKIError
+from fleetpki.errors import ConflictError, FleetPKIError, InputError
 from fleetpki.fastsign import FastCertificate, spki_der, subject_text
 from fleetpki.formats import pem_armor
 from fleetpki.inventory import Inventory, IssuedRecord
-from fleetpki.keys import KeyType, load_private_key
+from fleetpki.keys import KeyFileSigner, KeyType, load_private_key
 
 CHUNK = 256
 WRITER_THREADS = 2  # file creation is kernel time, outside the GIL: overlap it
@@ -149,6 +149,9 @@ class BulkRun:
 
         Raises ConflictError if another run holds OUT or OUT belongs to a different run.
         """
+        if not isinstance(self.ca.signer, KeyFileSigner):
+            # Worker processes need the key itself; a token's key never leaves the token.
+            raise InputError(f"CA {self.ca.name!r} signs on a token: bulk needs a CA key file")
         started = time.monotonic()
         advance = progress or (lambda n: None)
         try:
