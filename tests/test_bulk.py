@@ -277,3 +277,23 @@ def test_inventory_record_batch_is_all_or_nothing(h: Hierarchy) -> None:
         inventory.record_batch([record("b3"), record("b1")])  # b1 is active already
     assert inventory.count() == before + 2
     assert inventory.active_device_certificates("acme", ["b3"]) == {}
+
+
+def test_bulk_issue_other_key_types(h: Hierarchy, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fleetpki.keys import KeyType
+
+    run = BulkRun(
+        inventory=h.home.inventory,
+        ca=h.intermediate,
+        project="acme",
+        out=tmp_path / "p384",
+        mode="issue",
+        key_type=KeyType.P384,
+    )
+    assert run.run(device_ids("big-{n}", 3)).issued == 3
+    cert = x509.load_der_x509_certificate((tmp_path / "p384" / "big-1.crt.der").read_bytes())
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
+    cert.verify_directly_issued_by(h.intermediate.certificate)

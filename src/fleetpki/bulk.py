@@ -147,7 +147,8 @@ class BulkRun:
     def run(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Summary:
         """Issue everything in ``items``; returns the Summary (refused items do not raise).
 
-        Raises ConflictError if another run holds OUT or OUT belongs to a different run.
+        Raises ConflictError if another run holds OUT or OUT belongs to a different run,
+        InputError if the CA key is on a token (workers need the key itself).
         """
         if not isinstance(self.ca.signer, KeyFileSigner):
             # Worker processes need the key itself; a token's key never leaves the token.
