@@ -189,6 +189,17 @@ def test_devices_and_events(api: Api, platform: Platform, pki: PKI) -> None:
     # The certificate ID cannot be changed through the API.
     assert api("PATCH", path, {"certificateId": "other"}).status_code == 422
     assert api("GET", path).json()["data"]["certificateId"] == "boiler"
+    nosuch = issue(pki.root_a, "nosuch", "lost-1")
+    platform.authenticator.authenticate(PresentedChain(nosuch.cert), transport="https", peer="p")
+    assert api("GET", "/v1/projects/nosuch/auth-events").status_code == 404
+    admin_view = api("GET", "/v1/auth-events?projectId=nosuch").json()["list"]
+    assert admin_view[0]["reason"] == "unknown project 'nosuch'"
+    assert api("GET", "/v1/auth-events?noProject=true").json()["list"][0]["reason"] == (
+        "no client certificate"
+    )
+    assert api("GET", "/v1/auth-events").json()["total"] == 3
+    key = project_key(api, "acme")
+    assert api("GET", "/v1/auth-events", key=key).status_code == 403
     events = api("GET", "/v1/projects/acme/auth-events?outcome=accepted").json()["list"]
     assert events[0]["certificateId"] == "boiler" and events[0]["transport"] == "https"
     assert events[0]["serial"] == f"{leaf.cert.serial_number:x}"

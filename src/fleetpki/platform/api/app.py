@@ -271,12 +271,22 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
         return {"list": items, "total": len(items)}
 
     @app.get("/v1/auth-events", tags=["events"])
-    def unattributed_auth_events(
-        who: Auth, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    def all_auth_events(
+        who: Auth,
+        projectId: str | None = None,
+        noProject: bool = False,
+        outcome: Literal["accepted", "refused"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        """Attempts that named no project (no client certificate, no O): admin only."""
+        """Every attempt, whatever project it named (admin only): also unknown projects
+        (``projectId=<what the certificate said>``) and none at all (``noProject=true``)."""
         who.require_admin()
-        items = store.list_auth_events(None, limit=limit)
+        items = store.list_auth_events(
+            None if noProject else projectId,
+            outcome=outcome,
+            limit=limit,
+            all_projects=not noProject and projectId is None,
+        )
         return {"list": items, "total": len(items)}
 
     @app.get("/healthz", include_in_schema=False)

@@ -181,13 +181,17 @@ class DeviceStore(StoreBase):
         device_id: str | None = None,
         transport: str | None = None,
         limit: int = 100,
+        all_projects: bool = False,
     ) -> list[dict[str, Any]]:
-        """Auth events of a project (None: attempts that named no project), newest first."""
+        """Auth events of a project (None: attempts that named no project), newest first.
+
+        ``all_projects`` lists every attempt, whatever project it named (for the admin).
+        """
         self._flush()
         column = auth_events.c.project_id
-        query = sa.select(auth_events).where(
-            column.is_(None) if project_id is None else column == project_id
-        )
+        query = sa.select(auth_events)
+        if not all_projects:
+            query = query.where(column.is_(None) if project_id is None else column == project_id)
         for column, value in (
             (auth_events.c.outcome, outcome),
             (auth_events.c.certificate_id, certificate_id),
