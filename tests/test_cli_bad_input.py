@@ -64,6 +64,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, hierarchy: Hierarchy) -> In
     put("taken.csr.pem", taken.public_bytes(serialization.Encoding.PEM))
     cert = home.sign(hierarchy.intermediate, taken, project_slug="acme")
     put("cert.pem", cert.public_bytes(serialization.Encoding.PEM))
+    put("cert.der", cert.public_bytes(serialization.Encoding.DER))
     put(
         "key.pem", b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n"
     )
@@ -291,6 +292,22 @@ CASES = [
             "create",
             "--key",
             i["key.pem"],
+            "--project",
+            "acme",
+            "--id",
+            "d1",
+            "--out",
+            out,
+        ],
+        "not a readable private key",
+    ),
+    Case(
+        "csr-create-certificate-as-key",
+        lambda i, out: [
+            "csr",
+            "create",
+            "--key",
+            i["cert.der"],
             "--project",
             "acme",
             "--id",

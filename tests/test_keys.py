@@ -198,3 +198,15 @@ def test_adopt_refuses_a_key_of_another_certificate() -> None:
     root, _ = CertificateAuthority.create_root("root")
     with pytest.raises(InputError, match="does not belong"):
         CertificateAuthority.adopt("x", root.certificate, KeyFileSigner(generate_private_key()))
+
+
+def test_certificates_are_not_taken_for_encrypted_keys() -> None:
+    root, key = CertificateAuthority.create_root("root")
+    der = root.certificate.public_bytes(serialization.Encoding.DER)
+    assert not is_encrypted_key(der)
+    assert not is_encrypted_key(
+        root.sign_crl([], crl_number=1).public_bytes(serialization.Encoding.DER)
+    )
+    assert is_encrypted_key(serialize_private_key(key, b"pw", der=True, iterations=FAST))
+    with pytest.raises(InputError, match="not a readable private key"):
+        load_private_key(der)

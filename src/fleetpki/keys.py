@@ -222,10 +222,12 @@ def is_encrypted_key(data: bytes) -> bool:
     if b"-----BEGIN" in data:
         return b"ENCRYPTED" in data
     # DER EncryptedPrivateKeyInfo starts SEQUENCE { SEQUENCE { OID ... } } ; PrivateKeyInfo
-    # starts SEQUENCE { INTEGER 0 ... }.
+    # starts SEQUENCE { INTEGER 0 ... }. The OID matters: a certificate or CRL also starts with
+    # two SEQUENCEs, and must not be taken for an encrypted key (and ask for a passphrase).
     try:
         header = 2 + (data[1] & 0x7F if data[1] & 0x80 else 0)
-        return data[header] == 0x30
+        inner = header + 2 + (data[header + 1] & 0x7F if data[header + 1] & 0x80 else 0)
+        return data[0] == 0x30 and data[header] == 0x30 and data[inner] == 0x06
     except IndexError:
         return False
 
@@ -258,4 +260,4 @@ def load_private_key(data: bytes, passphrase: bytes | None = None) -> PrivateKey
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:120] if text else type(exc).__name__
+    return text[0].split(". ")[0][:120] if text else type(exc).__name__
