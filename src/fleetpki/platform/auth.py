@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography import x509
 
 from fleetpki.errors import FleetPKIError, VerificationError
 from fleetpki.naming import parse_device_subject, validate_certificate_id
@@ -22,7 +23,7 @@ from fleetpki.platform.events import EventRecorder
 from fleetpki.platform.identity import DeviceIdentity, PresentedChain, Refusal
 from fleetpki.platform.provisioning import DeviceRecord, find_device, resolve_device
 from fleetpki.platform.store import Store
-from fleetpki.platform.trust import ProjectTrust, TrustCache
+from fleetpki.platform.trust import MAX_CACHED, ProjectTrust, TrustCache
 from fleetpki.verify import VerifiedPath, build_path, check_device_leaf, check_revocation, describe
 
 log = logging.getLogger("fleetpki.platform")
@@ -36,10 +37,15 @@ class _Refused(Exception):
         self.device_id = device_id
 
 
-def _chain_key(presented: PresentedChain) -> bytes:
-    return b"".join(
-        c.public_bytes(Encoding.DER) for c in (presented.leaf, *presented.intermediates)
-    )
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A chain that passed steps 2-4, and what it was checked against."""
+
+    trust: ProjectTrust  # identity matters: a changed project has a new trust set
+    project_id: str
+    certificate_id: str
+    not_before: dt.datetime  # the path is valid from the latest notBefore ...
+    not_after: dt.datetime  # ... to the earliest notAfter
 
 
 class PlatformAuthenticator:
@@ -49,6 +55,9 @@ class PlatformAuthenticator:
         self.store = store
         self.trust = trust
         self.recorder = recorder
+        # Chains already verified, keyed by the certificates themselves (hashed over their DER):
+        # a device reconnecting costs a dict lookup, not a subject parse and a signature check.
+        self._verified: dict[tuple[x509.Certificate, ...], _Verified] = {}
 
     def authenticate(
         self, presented: PresentedChain | None, *, transport: str, peer: str
@@ -61,12 +70,16 @@ class PlatformAuthenticator:
             if presented is None:
                 raise _Refused("no client certificate")
             serial = f"{presented.leaf.serial_number:x}"
-            try:
-                name = parse_device_subject(presented.leaf.subject)
-            except (FleetPKIError, ValueError) as exc:
-                raise _Refused(f"unreadable subject: {exc}") from None
-            project_id, certificate_id = name.project_slug, name.certificate_id
-            identity = self._decide(presented, project_id, certificate_id, now)
+            key = (presented.leaf, *presented.intermediates)
+            identity = self._known(key, now)
+            if identity is None:
+                try:
+                    name = parse_device_subject(presented.leaf.subject)
+                except (FleetPKIError, ValueError) as exc:
+                    raise _Refused(f"unreadable subject: {exc}") from None
+                project_id, certificate_id = name.project_slug, name.certificate_id
+                identity = self._decide(key, presented, project_id, certificate_id, now)
+            project_id, certificate_id = identity.project_id, identity.certificate_id
             device_id = identity.device_id
             result: DeviceIdentity | Refusal = identity
             reason = "accepted"
@@ -93,8 +106,22 @@ class PlatformAuthenticator:
         )
         return result
 
+    def _known(self, key: tuple[x509.Certificate, ...], now: dt.datetime) -> DeviceIdentity | None:
+        """The hot path: a chain verified before against the project's current trust set, of an
+        enabled device in the cache; None sends the attempt down the whole pipeline."""
+        hit = self._verified.get(key)
+        if hit is None or not hit.not_before <= now <= hit.not_after:
+            return None
+        if self.trust.project(hit.project_id) is not hit.trust:
+            return None
+        device, _ = self.trust.device(hit.project_id, hit.certificate_id)
+        if device is None or not device.enabled:
+            return None
+        return DeviceIdentity(hit.project_id, device.id, device.name, hit.certificate_id)
+
     def _decide(
         self,
+        key: tuple[x509.Certificate, ...],
         presented: PresentedChain,
         project_id: str | None,
         certificate_id: str | None,
@@ -107,25 +134,30 @@ class PlatformAuthenticator:
             raise _Refused(f"unknown project {project_id[:63]!r}")
         if len(presented.intermediates) >= MAX_PRESENTED:
             raise _Refused(f"too many certificates presented ({len(presented.intermediates) + 1})")
-        self._verify(presented, trust, now)
+        path = self._verify(presented, trust, now)
         if not certificate_id:
             raise _Refused("certificate subject has no CN (certificate ID)")
         try:
             validate_certificate_id(certificate_id)
         except FleetPKIError as exc:
             raise _Refused(str(exc)) from None
+        if len(self._verified) >= MAX_CACHED:
+            self._verified.clear()
+        self._verified[key] = _Verified(
+            trust,
+            project_id,
+            certificate_id,
+            max(c.not_valid_before_utc for c in path.certificates),
+            min(c.not_valid_after_utc for c in path.certificates),
+        )
         device = self._device(project_id, certificate_id)
         if not device.enabled:
             raise _Refused(f"device {device.name!r} is disabled", device.id)
         return DeviceIdentity(project_id, device.id, device.name, certificate_id)
 
-    def _verify(self, presented: PresentedChain, trust: ProjectTrust, now: dt.datetime) -> None:
-        key = _chain_key(presented)
-        path = trust.verified.get(key)
-        if path is not None and all(
-            c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in path.certificates
-        ):
-            return
+    def _verify(
+        self, presented: PresentedChain, trust: ProjectTrust, now: dt.datetime
+    ) -> VerifiedPath:
         if not trust.anchors and not trust.disabled:
             raise _Refused(f"project {trust.project_id!r} has no CA certificate")
         try:
@@ -134,7 +166,7 @@ class PlatformAuthenticator:
             check_revocation(path, trust.crls, at=now)
         except VerificationError as exc:
             raise _Refused(self._explain(presented, trust, now, str(exc))) from None
-        trust.remember(key, path)
+        return path
 
     @staticmethod
     def _explain(

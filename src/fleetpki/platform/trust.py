@@ -10,31 +10,24 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 
 from fleetpki.platform.provisioning import DeviceRecord
 from fleetpki.platform.store import Store
-from fleetpki.verify import VerifiedPath
 
 MAX_CACHED = 200_000  # entries per cache; past that the cache starts over
 
 
 @dataclass(slots=True)
 class ProjectTrust:
-    """One project's CA certificates and CRLs, and the chains already verified against them."""
+    """One project's CA certificates and CRLs; replaced (a new object) whenever they change."""
 
     project_id: str
     anchors: tuple[x509.Certificate, ...]
     disabled: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
-    verified: dict[bytes, VerifiedPath] = field(default_factory=dict)
-
-    def remember(self, key: bytes, path: VerifiedPath) -> None:
-        if len(self.verified) >= MAX_CACHED:
-            self.verified.clear()
-        self.verified[key] = path
 
 
 class TrustCache:
