@@ -62,20 +62,42 @@ def _register() -> None:
 _register()
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """One line for a command-line usage error (click prints four)."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(message.split())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"error: {message}{hint}"
+
+
 def main() -> None:
-    """Run the CLI; bad input ends in one line on stderr and exit code 1, never a traceback."""
+    """Run the CLI; bad input ends in one line on stderr and a non-zero exit, never a traceback.
+
+    Exit codes: 0 success, 1 refused or failed (with the reason), 2 command-line usage error.
+    """
     try:
-        app()
+        result = app(standalone_mode=False)
     except FleetPKIError as exc:
         common.err_console.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except typer.Abort:
+        common.err_console.print("aborted", markup=False)
         sys.exit(1)
     except KeyboardInterrupt:
         common.err_console.print("interrupted", markup=False)
         sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors, bundled by Typer
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
+            sys.exit(0)
+        common.err_console.print(_usage_line(exc), markup=False)
+        sys.exit(getattr(exc, "exit_code", 2))
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         common.err_console.print(f"error: {exc.strerror or exc}{where}", markup=False)
         sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":
