@@ -22,6 +22,9 @@ from fleetpki.formats import pem_armor
 from fleetpki.keys import generate_private_key, load_private_key
 from fleetpki_testing import Hierarchy, Openssl, RunCli, make_hierarchy, write_csr
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
 
 def make_csrs(folder: Path, project: str, ids: list[str], *, pem_every: int = 2) -> list[Path]:
     """One CSR file per ID, alternately PEM and DER."""
@@ -98,7 +101,7 @@ def test_folder_of_mixed_pem_der_with_bad_csrs(
             serialization.Encoding.PEM
         )
         assert entry["source"].startswith(entry["certificate_id"] + ".csr")
-        assert stat.S_IMODE(os.stat(out / entry["crt_der"]).st_mode) & 0o077 == 0o044
+        assert stat.S_IMODE(os.stat(out / entry["crt_der"]).st_mode) == 0o644 & ~UMASK
     document = json.loads((out / "manifest.json").read_text())
     assert document["project"] == "acme" and len(document["devices"]) == 60
     assert document["devices"][0]["files"]["crt_der"].endswith(".crt.der")
