@@ -193,6 +193,11 @@ def test_bulk_issue_kits_file_modes_and_keys(
         for suffix in ("key.pem", "key.der"):
             assert stat.S_IMODE(os.stat(f"{stem}.{suffix}").st_mode) == 0o600
         key = load_private_key(Path(f"{stem}.key.der").read_bytes())
+        assert Path(f"{stem}.key.pem").read_bytes() == key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         cert = x509.load_der_x509_certificate(Path(f"{stem}.crt.der").read_bytes())
         assert spki_der(cert.public_key()) == spki_der(key.public_key())  # type: ignore[arg-type]
         csr = x509.load_pem_x509_csr(Path(f"{stem}.csr.pem").read_bytes())

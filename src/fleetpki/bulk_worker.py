@@ -204,16 +204,13 @@ def issue_chunk(items: list[Item]) -> tuple[list[Wire], list[Refusal]]:
                 csr = create_csr(key, state.project, certificate_id)
                 csr_der = csr.public_bytes(serialization.Encoding.DER)
             cert = issue(check_csr(csr, state.project, certificate_id))  # PoP never skipped
-            pem, der = serialization.Encoding.PEM, serialization.Encoding.DER
+            key_der = key.private_bytes(serialization.Encoding.DER, _PKCS8, _PLAIN)
             where = state.out
+            put(device_file(where, certificate_id, "key.der"), key_der, 0o600)
+            # The same bytes cryptography writes as PEM, without encoding the key twice.
             put(
                 device_file(where, certificate_id, "key.pem"),
-                key.private_bytes(pem, _PKCS8, _PLAIN),
-                0o600,
-            )
-            put(
-                device_file(where, certificate_id, "key.der"),
-                key.private_bytes(der, _PKCS8, _PLAIN),
+                pem_armor("PRIVATE KEY", key_der),
                 0o600,
             )
             put(
