@@ -10,7 +10,8 @@ HTTPS processes, the whole auth pipeline, auth events recorded). Both get the sa
   handshakes with 200 device certificates, GET whoami, check 200, close, start over; gives
   connections/s and p50/p99 latency; a second fleetpki pass has the devices resume sessions;
 - the C client benchmarks/loadclient.c (compiled here; needs cc + libssl-dev; TLS 1.2,
-  ``2 x --clients`` connections in flight), which costs the shared cores far less CPU.
+  ``--client-procs`` processes with ``--clients`` connections in flight each), which costs the
+  shared cores far less CPU.
 Printed: connections/s, latency, the server's and the clients' CPU per connection, ratios to the
 baseline. Clients share the machine with the server: the server CPU per connection is the figure
 that carries over to a dedicated server. Last, the per-device lookup (rule a, indexed
@@ -319,21 +320,36 @@ def build_c_client(folder: Path) -> Path | None:
 def c_load(
     binary: Path, port: int, pair: tuple[str, str], args: Any, pids: list[int]
 ) -> dict[str, float]:
-    """The C client (TLS 1.2, one process, ``args.clients * 2`` connections in flight)."""
+    """The C client (TLS 1.2): ``--client-procs`` processes, ``--clients`` in flight each."""
     before = _cpu_seconds(pids)
-    out = subprocess.run(
-        [str(binary), "tls", "127.0.0.1", str(port), pair[0], pair[1], str(args.seconds),
-         str(args.clients * 2), REQUEST.hex()],
-        capture_output=True, text=True, timeout=args.seconds + 60,
-    )  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [
+                str(binary),
+                "tls",
+                "127.0.0.1",
+                str(port),
+                pair[0],
+                pair[1],
+                str(args.seconds),
+                str(args.clients),
+                REQUEST.hex(),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(args.client_procs)
+    ]
+    outputs = [proc.communicate(timeout=args.seconds + 60)[0].split() for proc in procs]
     cpu = _cpu_seconds(pids) - before
-    done, failed, seconds, _retransmits, client_cpu = out.stdout.split()[:5]
-    count = int(done)
+    count = sum(int(out[0]) for out in outputs)
+    seconds = max(float(out[2]) for out in outputs)
+    client_cpu = sum(float(out[4]) for out in outputs)
     return {
-        "rate": count / float(seconds),
-        "errors": int(failed),
+        "rate": count / seconds,
+        "errors": sum(int(out[1]) for out in outputs),
         "cpu_ms": cpu / count * 1000 if count else float("nan"),
-        "client_ms": float(client_cpu) / count * 1000 if count else float("nan"),
+        "client_ms": client_cpu / count * 1000 if count else float("nan"),
     }
 
 
@@ -397,7 +413,11 @@ def main() -> None:
         print(
             f"{os.cpu_count()} CPUs, clients on the same machine; {args.seconds:.0f} s per phase; "
             f"Python clients: {args.clients} in {args.client_procs} processes; "
-            + (f"C client: {args.clients * 2} in flight" if binary else "no C client (cc?)")
+            + (
+                f"C client: {args.client_procs} x {args.clients} in flight"
+                if binary
+                else "no C client (cc?)"
+            )
         )
 
         ctx = mp.get_context("fork")

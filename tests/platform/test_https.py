@@ -28,7 +28,7 @@ from fleetpki_testing import run_openssl
 def server(acme: Platform) -> Iterator[tuple[str, int]]:
     sock = listen("127.0.0.1", 0)
     context = server_context(acme.server_cert_file, acme.server_key_file)
-    https = HttpsDeviceServer(acme.authenticator, acme.resources, context, sock, threads=8)
+    https = HttpsDeviceServer(acme.authenticator, acme.resources, context, sock)
     thread = start_in_thread(https)
     yield https.address
     https.shutdown()

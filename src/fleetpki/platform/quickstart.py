@@ -115,7 +115,6 @@ def run_quickstart(folder: Path, say: Callable[[str], None] | None = print) -> d
         platform.resources,
         server_context(platform.server_cert_file, platform.server_key_file),
         https_sock,
-        threads=4,
     )
     start_in_thread(https)
     api = _Api(platform, admin_key)
