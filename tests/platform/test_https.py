@@ -304,3 +304,34 @@ def test_certificate_id_rules_over_real_handshakes(
     assert str(clash["name"]).startswith("taken-") and clash["certificateId"] == "taken"
     got = acme.store.get_device("acme", str(created["deviceId"]))
     assert got["certificateId"] == "new-1"  # never changed
+
+
+def test_idle_peers_cost_no_thread_and_are_dropped(
+    acme: Platform, pki: PKI, tmp_path: Path
+) -> None:
+    sock = listen("127.0.0.1", 0)
+    context = server_context(acme.server_cert_file, acme.server_key_file)
+    https = HttpsDeviceServer(
+        acme.authenticator, acme.resources, context, sock, handshake_timeout=0.5, idle_timeout=0.5
+    )
+    thread = start_in_thread(https)
+    try:
+        idle = [socket.create_connection(https.address, timeout=5) for _ in range(100)]
+        device = issue(pki.root_a, "acme", "among-idle")
+        assert python_client(acme, https.address, device, tmp_path / "d")[0] == 200
+        # A device that completes its handshake and then says nothing is dropped too.
+        client_context = ssl.create_default_context(cafile=str(acme.server_ca_file))
+        client_context.load_cert_chain(*device.write(tmp_path / "quiet"))
+        quiet = client_context.wrap_socket(
+            socket.create_connection(https.address, timeout=5), server_hostname="localhost"
+        )
+        for peer in [*idle, quiet]:
+            try:
+                assert peer.recv(1) == b""  # closed by the server within the timeouts
+            except (ConnectionResetError, ssl.SSLError):
+                pass
+            peer.close()
+    finally:
+        https.shutdown()
+        thread.join(5)
+        sock.close()

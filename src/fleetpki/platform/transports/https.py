@@ -127,7 +127,7 @@ class _Connection:
         self.inbox = b""
         self.outbox = b""
         self.closing = False
-        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        self.deadline = 0.0
 
 
 class HttpsDeviceServer:
@@ -139,7 +139,12 @@ class HttpsDeviceServer:
         resources: DeviceResources,
         context: SSL.Context,
         sock: socket.socket,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         self.authenticator = authenticator
         self.resources = resources
         self.context = context
@@ -207,6 +212,7 @@ class HttpsDeviceServer:
                 client.close()
                 continue
             conn = _Connection(tls, client, f"{address[0]}:{address[1]}")
+            conn.deadline = time.monotonic() + self.handshake_timeout
             self._connections[client.fileno()] = conn
             self._selector.register(client, _READ, conn)
             self._advance(conn)
@@ -252,7 +258,7 @@ class HttpsDeviceServer:
             presented = PresentedChain(leaf, tuple(c for c in sent if c != leaf))
         conn.who = self.authenticator.authenticate(presented, transport=TRANSPORT, peer=conn.peer)
         conn.state = "read"
-        conn.deadline = time.monotonic() + IDLE_TIMEOUT
+        conn.deadline = time.monotonic() + self.idle_timeout
 
     def _read(self, conn: _Connection) -> None:
         """Read until a whole request is in; queue its response (raises WantReadError)."""
@@ -260,7 +266,7 @@ class HttpsDeviceServer:
             request = self._take_request(conn)
             if request is not None:
                 conn.outbox = request
-                conn.deadline = time.monotonic() + IDLE_TIMEOUT
+                conn.deadline = time.monotonic() + self.idle_timeout
                 return
             try:
                 data = conn.tls.recv(65536)
