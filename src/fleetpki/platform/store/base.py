@@ -58,7 +58,10 @@ class StoreBase:
     """Engine, change counters, listeners; projects and API keys."""
 
     def __init__(self, url: str) -> None:
-        self.engine = db.create_engine(url)
+        # A database that does not answer must not freeze a device endpoint's event loop for
+        # minutes: PostgreSQL connections give up after a few seconds.
+        extra = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
+        self.engine = db.create_engine(url, **extra)
         db.upgrade(self.engine, MIGRATIONS, HEAD)
         self._listeners: list[Callable[[], None]] = []
         self._flushers: list[Callable[[], None]] = []
