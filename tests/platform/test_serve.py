@@ -125,3 +125,46 @@ def test_serve_with_coaps_endpoint(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _serve_cmd(data: Path, *extra: str) -> list[str]:
+    import sys
+
+    exe = str(Path(sys.executable).with_name("fleetpki"))
+    return [exe, "serve", "--data", str(data), "--api", "127.0.0.1:0", "--https", "127.0.0.1:0",
+            *extra]  # fmt: skip
+
+
+def test_coaps_address_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            _serve_cmd(tmp_path / "d", "--coaps", f"127.0.0.1:{port}", "--workers", "0"),
+            capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin", "FLEETPKI_ADMIN_KEY": ServeProcess.ADMIN_KEY},
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert out.returncode == 1 and "ready" not in out.stdout
+    expected = f"error: cannot serve CoAP/DTLS on coaps://127.0.0.1:{port}: [Errno 98] Address"
+    assert out.stderr.strip() == expected + " already in use"
+
+
+def test_serve_stops_when_every_https_worker_died(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    with ServeProcess(tmp_path / "d", workers=2) as server:
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 2
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        assert server.proc.wait(15) == 1
+        stderr = server.proc.stderr.read()  # type: ignore[union-attr]
+        assert "HTTPS worker" in stderr and "error: every HTTPS worker process has exited" in stderr

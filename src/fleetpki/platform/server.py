@@ -207,6 +207,7 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> Non
                 app,
                 api_sock,
                 announce,
+                pids,
                 lines=[
                     f"fleetpki platform serving (data: {options.data_dir})",
                     f"  management API    {_url('http', api_address)}  (OpenAPI at /docs)",
@@ -232,6 +233,7 @@ async def _serve_async(
     app: Any,
     api_sock: socket.socket,
     announce: Callable[[str], None],
+    pids: list[int],
     lines: list[str],
 ) -> None:
     import uvicorn
@@ -268,17 +270,45 @@ async def _serve_async(
     if len(tasks) > 1:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(coaps_ready.wait(), timeout=5)
+        coaps_task = tasks[1]
+        if coaps_task.done() and coaps_task.exception() is not None:
+            api.should_exit = True
+            await tasks[0]
+            where = _url("coaps", options.coaps)  # type: ignore[arg-type]
+            raise FleetPKIError(f"cannot serve CoAP/DTLS on {where}: {coaps_task.exception()}")
         if coaps_ready.is_set():
             lines.insert(3, f"  device CoAP/DTLS  {_url('coaps', options.coaps)}")  # type: ignore[arg-type]
+    if pids:
+        tasks.append(asyncio.create_task(_watch_workers(pids), name="workers"))
     for line in lines:
         announce(line)
     announce("ready")
     sys.stdout.flush()
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    for task in done:
-        if task.get_name() == "coaps" and task.exception() is not None:
-            log.error("CoAP/DTLS endpoint stopped: %s", task.exception())
     api.should_exit = True
+    for task in pending:
+        if task.get_name() != "api":
+            task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        error = task.exception()
+        if task.get_name() == "coaps" and error is not None:
+            raise FleetPKIError(f"CoAP/DTLS endpoint stopped: {error}")
+        if error is not None:
+            raise error
+
+
+async def _watch_workers(pids: list[int]) -> None:
+    """Log each HTTPS worker that dies; stop serving (an error) when none is left."""
+    alive = list(pids)
+    while alive:
+        await asyncio.sleep(1)
+        for pid in list(alive):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                alive.remove(pid)
+                log.error("HTTPS worker %d exited (status %d); %d left", pid, status, len(alive))
+    raise FleetPKIError("every HTTPS worker process has exited")
