@@ -268,9 +268,10 @@ async def _serve_async(
             return
         await asyncio.sleep(0.02)
     if len(tasks) > 1:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(coaps_ready.wait(), timeout=5)
         coaps_task = tasks[1]
+        ready_wait = asyncio.create_task(coaps_ready.wait())
+        await asyncio.wait([ready_wait, coaps_task], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        ready_wait.cancel()
         if coaps_task.done() and coaps_task.exception() is not None:
             api.should_exit = True
             await tasks[0]
