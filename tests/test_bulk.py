@@ -63,6 +63,7 @@ def test_folder_of_mixed_pem_der_with_bad_csrs(
     ids = [f"dev-{n:04d}" for n in range(60)]
     make_csrs(csrs, "acme", ids)
     (csrs / "garbage.csr").write_bytes(b"not a CSR at all")
+    (csrs / "huge.csr").write_bytes(b"0" * 70_000)
     write_csr(csrs / "wrong-project.csr.pem", "other", "dev-x")
     write_csr(csrs / "bad-id.csr.pem", "acme", "has space")
     tampered = bytearray(device_csr_der(generate_private_key(), "acme", "dev-t"))  # type: ignore[arg-type]
@@ -72,10 +73,12 @@ def test_folder_of_mixed_pem_der_with_bad_csrs(
 
     summary = run_bulk(h, csrs, out)
 
-    assert summary.issued == 60 and summary.total == 64
+    assert summary.issued == 60 and summary.total == 65
     reasons = dict(summary.failures)
+    assert "too large" in reasons["huge.csr"]
     assert set(reasons) == {
         "garbage.csr",
+        "huge.csr",
         "wrong-project.csr.pem",
         "bad-id.csr.pem",
         "tampered.csr.der",

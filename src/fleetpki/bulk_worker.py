@@ -26,7 +26,6 @@ from fleetpki.ca import CertificateAuthority
 from fleetpki.csr import check_csr, create_csr
 from fleetpki.errors import FleetPKIError
 from fleetpki.fastsign import DeviceTemplate, FastCertificate, TemplateError, device_csr_der
-from fleetpki.files import read_file
 from fleetpki.formats import load_csr, pem_armor
 from fleetpki.keys import KeyFileSigner, KeyType, generate_private_key, load_private_key
 from fleetpki.profiles import utcnow
@@ -152,6 +151,27 @@ def _issuer(state: _State) -> Callable[[Any], FastCertificate]:
         )
 
 
+def _read_csr(path: str) -> bytes:
+    """``files.read_file`` with its messages, in three system calls (a third of its cost)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise FleetPKIError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise FleetPKIError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = os.read(fd, MAX_CSR_BYTES + 1)
+    except IsADirectoryError:
+        raise FleetPKIError(f"{path} is a folder, not a file") from None
+    except OSError as exc:
+        raise FleetPKIError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CSR_BYTES:
+        raise FleetPKIError(f"{path} is too large (more than {MAX_CSR_BYTES} bytes)")
+    return data
+
+
 def _load_csr(data: bytes) -> x509.CertificateSigningRequest:
     # DER straight to the parser; PEM and anything odd through formats.load_csr (its messages).
     if data[:1] == b"\x30":
@@ -170,10 +190,7 @@ def sign_chunk(items: list[Item]) -> tuple[list[Wire], list[Refusal]]:
     refused: list[Refusal] = []
     for item in items:
         try:
-            if item.data is not None:
-                data = item.data
-            else:
-                data = read_file(Path(item.path or ""), limit=MAX_CSR_BYTES)
+            data = item.data if item.data is not None else _read_csr(item.path or "")
             request = check_csr(_load_csr(data), state.project, item.certificate_id)
             issued.append(to_wire(item.source, issue(request)))
         except FleetPKIError as exc:

@@ -12,6 +12,7 @@ and callers use the builder instead.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -81,11 +82,15 @@ def _content(element: bytes) -> bytes:
     return element[start:end]
 
 
+@functools.lru_cache(maxsize=64)
+def _organization_rdn(project_slug: str) -> bytes:
+    return _tlv(0x31, _tlv(0x30, _OID_O + _tlv(0x0C, project_slug.encode())))
+
+
 def subject_der(project_slug: str, certificate_id: str) -> bytes:
     """DER of ``O=<slug>, CN=<id>`` as ``naming.device_subject`` encodes it (UTF8String)."""
-    org = _tlv(0x31, _tlv(0x30, _OID_O + _tlv(0x0C, project_slug.encode())))
     cn = _tlv(0x31, _tlv(0x30, _OID_CN + _tlv(0x0C, certificate_id.encode())))
-    return _tlv(0x30, org + cn)
+    return _tlv(0x30, _organization_rdn(project_slug) + cn)
 
 
 def subject_text(project_slug: str, certificate_id: str) -> str:
@@ -214,9 +219,12 @@ class DeviceTemplate:
                 before.append(ext)
         if not found or ext_len_mismatch(ski_prefix):
             raise TemplateError("the device profile has no 20-byte subject key identifier")
-        self._ext_before = b"".join(before)
-        self._ski_prefix = ski_prefix
-        self._ext_after = b"".join(after)
+        # The extensions have a fixed length (the SKI is always 20 bytes): their [3] and
+        # SEQUENCE headers are computed once, the SKI bytes spliced between two constants.
+        ext_before, ext_after = b"".join(before), b"".join(after)
+        block = _tlv(0xA3, _tlv(0x30, ext_before + ski_prefix + bytes(20) + ext_after))
+        self._ext_head = block[: len(block) - len(ext_after) - 20]
+        self._ext_tail = ext_after
         # The self-check: rebuild the reference through the template, compare byte for byte.
         mine = self.tbs(reference.serial_number, "template", "template", spki_der(reference_key))
         if mine != tbs:
@@ -225,8 +233,6 @@ class DeviceTemplate:
     def tbs(self, serial_number: int, project_slug: str, certificate_id: str, spki: bytes) -> bytes:
         """The TBSCertificate DER for these variable fields."""
         serial = serial_number.to_bytes(serial_number.bit_length() // 8 + 1, "big")
-        ski = key_identifier(spki)
-        extensions = self._ext_before + self._ski_prefix + ski + self._ext_after
         body = b"".join(
             (
                 self._head,
@@ -234,7 +240,9 @@ class DeviceTemplate:
                 self._middle,
                 subject_der(project_slug, certificate_id),
                 spki,
-                _tlv(0xA3, _tlv(0x30, extensions)),
+                self._ext_head,
+                key_identifier(spki),
+                self._ext_tail,
             )
         )
         return _tlv(0x30, body)
