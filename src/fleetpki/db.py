@@ -24,8 +24,9 @@ def sqlite_url(path: Path) -> str:
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE for writers.
 
-    BEGIN IMMEDIATE takes the write lock at the start of every transaction, so concurrent
-    processes queue instead of failing with "database is locked" half-way through.
+    BEGIN IMMEDIATE takes the write lock at the start of a write transaction, so concurrent
+    processes queue instead of failing with "database is locked" half-way through. Reads go
+    through ``reader(engine)``, whose transactions are DEFERRED and never take that lock.
     """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
@@ -46,9 +47,18 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def reader(engine: sa.Engine) -> sa.Engine:
+    """The same engine and pool for read-only work: on SQLite, a WAL reader that takes no lock.
+
+    Use ``engine.begin()`` for anything that writes, ``reader(engine).connect()`` for reads.
+    """
+    return engine.execution_options(sqlite_begin="DEFERRED")
 
 
 def upgrade(engine: sa.Engine, script_location: Path, head: str) -> None:
@@ -57,7 +67,7 @@ def upgrade(engine: sa.Engine, script_location: Path, head: str) -> None:
     The check is one SELECT, so opening an up-to-date store costs next to nothing.
     """
     try:
-        with engine.connect() as connection:
+        with reader(engine).connect() as connection:
             current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         if current == head:
             return

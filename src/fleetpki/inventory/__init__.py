@@ -109,6 +109,7 @@ class Inventory:
 
     def __init__(self, url: str) -> None:
         self.engine = db.create_engine(url)
+        self.reader = db.reader(self.engine)
         db.upgrade(self.engine, MIGRATIONS, HEAD)
 
     @classmethod
@@ -273,7 +274,7 @@ class Inventory:
             query = query.where(certificates.c.certificate_id == certificate_id)
         if status is not None:
             query = query.where(certificates.c.status == status)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 self._public(r) for r in conn.execute(query.order_by(certificates.c.id)).mappings()
             ]
@@ -299,7 +300,7 @@ class Inventory:
             )
         elif not include_inactive:
             query = query.where(certificates.c.status == "active")
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 self._public(r) for r in conn.execute(query.order_by(certificates.c.id)).mappings()
             ]
@@ -309,14 +310,14 @@ class Inventory:
         query = sa.select(
             certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason
         ).where(certificates.c.issuer_ca == issuer_ca, certificates.c.status == "revoked")
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 (int(s, 16), _aware(t) or _now(), r or "unspecified")
                 for s, t, r in conn.execute(query)
             ]
 
     def count(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return int(
                 conn.execute(sa.select(sa.func.count()).select_from(certificates)).scalar() or 0
             )
@@ -340,12 +341,12 @@ class Inventory:
             certificates.c.project == project,
             certificates.c.certificate_id.in_(wanted),
         )
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return {str(i): bytes(d) for i, d in conn.execute(query)}
 
     def existing_serials(self, serials: Iterable[str]) -> set[str]:
         wanted = list(serials)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return {
                 s
                 for (s,) in conn.execute(

@@ -188,7 +188,7 @@ class PlatformAuthenticator:
         cached, token = self.trust.device(project_id, certificate_id)
         if cached is not None:
             return cached
-        with self.store.engine.connect() as conn:
+        with self.store.reader.connect() as conn:
             record = find_device(conn, project_id, certificate_id)
         if record is None:
             resolution = resolve_device(self.store.engine, project_id, certificate_id)

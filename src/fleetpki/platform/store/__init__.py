@@ -107,7 +107,7 @@ class Store(DeviceStore):
 
     def list_cas(self, project_id: str) -> list[dict[str, Any]]:
         self.get_project(project_id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = (
                 conn.execute(
                     sa.select(ca_certificates)
@@ -121,7 +121,7 @@ class Store(DeviceStore):
 
     def get_ca(self, project_id: str, ca_id: str) -> dict[str, Any]:
         """One CA certificate object; raises NotFoundError."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = (
                 conn.execute(
                     sa.select(ca_certificates).where(
@@ -191,7 +191,7 @@ class Store(DeviceStore):
 
     def trust_anchors(self, project_id: str) -> list[tuple[str, x509.Certificate, bool]]:
         """Every CA certificate of the project as (id, certificate, enabled)."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(ca_certificates.c.id, ca_certificates.c.der, ca_certificates.c.enabled)
                 .where(ca_certificates.c.project_id == project_id)
@@ -200,11 +200,11 @@ class Store(DeviceStore):
         return [(r.id, x509.load_der_x509_certificate(r.der), bool(r.enabled)) for r in rows]
 
     def project_crls(self, project_id: str) -> list[x509.CertificateRevocationList]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             ders = conn.execute(sa.select(crls.c.der).where(crls.c.project_id == project_id))
             return [x509.load_der_x509_crl(der) for der in ders.scalars()]
 
     def project_exists(self, project_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             found = conn.execute(sa.select(projects.c.id).where(projects.c.id == project_id))
             return found.first() is not None

@@ -62,6 +62,7 @@ class StoreBase:
         # minutes: PostgreSQL connections give up after a few seconds.
         extra = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
         self.engine = db.create_engine(url, **extra)
+        self.reader = db.reader(self.engine)
         db.upgrade(self.engine, MIGRATIONS, HEAD)
         self._listeners: list[Callable[[], None]] = []
         self._flushers: list[Callable[[], None]] = []
@@ -85,7 +86,7 @@ class StoreBase:
 
     def counters(self) -> tuple[int, int]:
         """(trust, devices) change counters."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = dict(conn.execute(sa.select(counters.c.name, counters.c.value)).all())
         return int(rows.get("trust", 0)), int(rows.get("devices", 0))
 
@@ -108,7 +109,7 @@ class StoreBase:
         return {"id": slug, "name": name, "createdAt": iso_time(now)}
 
     def list_projects(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(sa.select(projects).order_by(projects.c.id)).mappings().all()
         return [
             {"id": r["id"], "name": r["name"], "createdAt": iso_time(r["created_at"])} for r in rows
@@ -116,7 +117,7 @@ class StoreBase:
 
     def get_project(self, slug: str) -> dict[str, Any]:
         """The project; raises NotFoundError."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(sa.select(projects).where(projects.c.id == slug)).mappings().first()
         if row is None:
             raise NotFoundError(f"no project {slug[:63]!r}")
@@ -141,7 +142,7 @@ class StoreBase:
     def project_for_api_key(self, key: str) -> str | None:
         """The project an API key belongs to, or None."""
         digest = hash_api_key(key)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(
                 sa.select(api_keys.c.project_id, api_keys.c.key_hash).where(
                     api_keys.c.key_hash == digest

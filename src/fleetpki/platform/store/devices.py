@@ -38,7 +38,7 @@ class DeviceStore(StoreBase):
         self.get_project(project_id)
         self._flush()
         where = devices.c.project_id == project_id
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(devices).where(where))
             rows = conn.execute(
                 sa.select(devices)
@@ -52,7 +52,7 @@ class DeviceStore(StoreBase):
     def get_device(self, project_id: str, device_id: str) -> dict[str, Any]:
         """One device; raises NotFoundError."""
         self._flush()
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = (
                 conn.execute(
                     sa.select(devices).where(
@@ -132,7 +132,7 @@ class DeviceStore(StoreBase):
 
     def device_state(self, device_id: str) -> bytes | None:
         """The device's JSON document, or None if it has none; raises NotFoundError."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(sa.select(devices.c.state).where(devices.c.id == device_id)).first()
         if row is None:
             raise NotFoundError("device no longer exists")
@@ -201,7 +201,7 @@ class DeviceStore(StoreBase):
             if value is not None:
                 query = query.where(column == value)
         query = query.order_by(auth_events.c.id.desc()).limit(max(1, min(limit, 1000)))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [_event_object(r) for r in rows]
 
