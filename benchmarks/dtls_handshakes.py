@@ -33,6 +33,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "platform"))  # the CoAPS test client helpers
 
+from auth_connections import build_c_client  # noqa: E402  (same folder; shared C load client)
+
 
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -131,20 +133,6 @@ def _https_clients(
     for thread in threads:
         thread.join()
     out.send((sum(counts), time.monotonic() - begin))
-
-
-def build_c_client(folder: Path) -> Path | None:
-    """Compile benchmarks/loadclient.c (needs cc and libssl-dev); None when that fails."""
-    binary = folder / "loadclient"
-    try:
-        subprocess.run(
-            ["cc", "-O2", "-o", str(binary), str(HERE / "loadclient.c"), "-lssl", "-lcrypto"],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return binary
 
 
 def _c_clients(
