@@ -150,7 +150,14 @@ class ServeProcess:
 
     ADMIN_KEY = "test-admin-key-0123456789abcdef"
 
-    def __init__(self, data: Path, db_url: str | None = None, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        data: Path,
+        db_url: str | None = None,
+        *,
+        workers: int = 1,
+        coaps_port: int | None = None,
+    ) -> None:
         import subprocess
         import sys
 
@@ -164,7 +171,7 @@ class ServeProcess:
             "127.0.0.1:0",
             "--https",
             "127.0.0.1:0",
-            "--no-coaps",
+            *(["--coaps", f"127.0.0.1:{coaps_port}"] if coaps_port else ["--no-coaps"]),
             "--workers",
             str(workers),
         ]

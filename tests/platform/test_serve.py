@@ -127,6 +127,40 @@ def test_serve_with_coaps_endpoint(tmp_path: Path) -> None:
         proc.wait(10)
 
 
+def _udp_sockets_on(port: int) -> int:
+    """How many UDP sockets are bound to 127.0.0.1:``port`` (from /proc, no tools needed)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as table:
+        return sum(1 for line in table.readlines()[1:] if line.split()[1] == wanted)
+
+
+def test_serve_coaps_in_every_worker(tmp_path: Path, pki: PKI) -> None:
+    """With workers, each one serves CoAP/DTLS on the same port (SO_REUSEPORT): handshakes use
+    every core, and each device's cookie exchange and session stay in one process."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with ServeProcess(tmp_path / "data", workers=2, coaps_port=port) as server:
+        assert server.api("POST", "/v1/projects", {"id": "acme"}).status_code == 201
+        body = {"certFile": base64.b64encode(pem(pki.root_a.certificate)).decode(),
+                "certType": "root"}  # fmt: skip
+        assert server.api("POST", "/v1/projects/acme/certificates", body).status_code == 201
+        cert, key = issue(pki.root_a, "acme", "coap-many").write(tmp_path)
+        assert wait_for(lambda: _udp_sockets_on(port) == 3)  # the main process + 2 workers
+        answers = []
+        for _ in range(8):  # each run dials from a new source port: spread over the sockets
+            out = subprocess.run(
+                ["coap-client-openssl", "-B", "10", "-c", str(cert), "-j", str(key),
+                 "-C", str(server.server_ca), f"coaps://127.0.0.1:{port}/whoami"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            answers.append(out.stdout.strip())
+        assert all(json.loads(a)["certificateId"] == "coap-many" for a in answers), answers
+
+
 def _serve_cmd(data: Path, *extra: str) -> list[str]:
     import sys
 

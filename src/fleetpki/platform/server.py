@@ -101,7 +101,12 @@ class ServeOptions:
     refresh_interval: float = 0.25
 
 
-def _https_worker(options: ServeOptions, sock: socket.socket, context: SSL.Context) -> None:
+def _https_worker(
+    options: ServeOptions,
+    sock: socket.socket,
+    context: SSL.Context,
+    credentials: tuple[Path, Path],
+) -> None:
     """A forked HTTPS worker: its own platform objects, stops on SIGTERM or when orphaned."""
     parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -113,6 +118,10 @@ def _https_worker(options: ServeOptions, sock: socket.socket, context: SSL.Conte
     )
     server = HttpsDeviceServer(platform.authenticator, platform.resources, context, sock)
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    if _coaps_in_workers(options):
+        threading.Thread(
+            target=_worker_coaps, args=(options, platform, credentials), daemon=True
+        ).start()
 
     def watchdog() -> None:
         while os.getppid() == parent:
@@ -124,6 +133,37 @@ def _https_worker(options: ServeOptions, sock: socket.socket, context: SSL.Conte
         server.serve_forever()
     finally:
         platform.close()
+
+
+def _coaps_in_workers(options: ServeOptions) -> bool:
+    """CoAP/DTLS runs in every HTTPS worker too (SO_REUSEPORT) when it has a fixed port.
+
+    The kernel hashes each peer address to one of the sockets, so a device's cookie exchange
+    and session stay in one process, and DTLS handshakes use every core instead of one.
+    """
+    return options.coaps is not None and options.coaps[1] != 0 and options.workers > 0
+
+
+def _worker_coaps(
+    options: ServeOptions, platform: Platform, credentials: tuple[Path, Path]
+) -> None:
+    from fleetpki.platform.transports.coaps import serve_coaps
+
+    assert options.coaps is not None
+    try:
+        asyncio.run(
+            serve_coaps(
+                platform.authenticator,
+                platform.resources,
+                certfile=credentials[0],
+                keyfile=credentials[1],
+                host=options.coaps[0],
+                port=options.coaps[1],
+                reuse_port=True,
+            )
+        )
+    except Exception as exc:  # the main process reports a bind failure; HTTPS keeps serving
+        log.warning("CoAP/DTLS in HTTPS worker %d stopped: %s", os.getpid(), exc)
 
 
 def _fork_workers(options: ServeOptions, sock: socket.socket, platform: Platform) -> list[int]:
@@ -140,7 +180,9 @@ def _fork_workers(options: ServeOptions, sock: socket.socket, platform: Platform
         if pid == 0:
             code = 0
             try:
-                _https_worker(options, sock, context)
+                _https_worker(
+                    options, sock, context, (platform.server_cert_file, platform.server_key_file)
+                )
             except BaseException:
                 log.exception("HTTPS worker failed")
                 code = 1
@@ -258,6 +300,7 @@ async def _serve_async(
                         host=options.coaps[0],
                         port=options.coaps[1],
                         ready=coaps_ready,
+                        reuse_port=_coaps_in_workers(options),
                     ),
                     name="coaps",
                 )
