@@ -96,6 +96,8 @@ def sign(
         "issuer": ca,
         "notAfter": cert.not_valid_after_utc,
         "sha256Fingerprint": fingerprint(cert),
+        # A certificate never outlives its CA: the profile clamps notAfter to the CA's.
+        "clampedToCA": cert.not_valid_after_utc == authority.certificate.not_valid_after_utc,
     }
     if json_output:
         print_json(summary)
@@ -103,6 +105,11 @@ def sign(
         console.print(
             f"signed {summary['subject']} (serial {summary['serialNumber']}) -> {out}", markup=False
         )
+        if summary["clampedToCA"]:
+            console.print(
+                f"note: notAfter cut to the CA's own notAfter, {cert.not_valid_after_utc:%Y-%m-%d}",
+                markup=False,
+            )
 
 
 @device_app.command("issue")
