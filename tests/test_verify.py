@@ -169,3 +169,32 @@ def test_crl_revocation(pki: dict[str, CertificateAuthority]) -> None:
     root_crl = root.sign_crl([(inter.certificate.serial_number, NOW, "cACompromise")], crl_number=1)
     with pytest.raises(VerificationError, match="is revoked"):
         check_revocation(path, [root_crl])
+
+
+def test_crl_past_next_update(pki: dict[str, CertificateAuthority]) -> None:
+    inter, root = pki["inter"], pki["root"]
+    leaf = inter.issue(_request("acme", "dev-stale"))  # type: ignore[arg-type]
+    path = build_path(leaf, [inter.certificate], [root.certificate])
+    crl = inter.sign_crl([], crl_number=7, next_update_days=1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    check_revocation(path, [crl], at=later)  # the platform keeps using the last CRL it has
+    with pytest.raises(VerificationError, match=r"CRL of CN=.* is out of date"):
+        check_revocation(path, [crl], at=later, require_current=True)
+    check_revocation(path, [crl], require_current=True)  # current: fine
+
+
+def test_crl_signature_verdict_is_remembered_per_issuer(
+    pki: dict[str, CertificateAuthority],
+) -> None:
+    inter, root = pki["inter"], pki["root"]
+    leaf = inter.issue(_request("acme", "dev-cache"))  # type: ignore[arg-type]
+    path = build_path(leaf, [inter.certificate], [root.certificate])
+    forged_ca = CertificateAuthority("f", inter.certificate, KeyFileSigner(generate_private_key()))
+    forged = forged_ca.sign_crl([], crl_number=1)
+    for _ in range(3):  # a cached verdict never turns a forged CRL into a good one
+        with pytest.raises(VerificationError, match="invalid signature"):
+            check_revocation(path, [forged])
+    good = inter.sign_crl([(leaf.serial_number, NOW, "keyCompromise")], crl_number=2)
+    for _ in range(3):
+        with pytest.raises(VerificationError, match="is revoked"):
+            check_revocation(path, [good])

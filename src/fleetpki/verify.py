@@ -177,16 +177,39 @@ def check_device_leaf(leaf: x509.Certificate, project_slug: str | None = None) -
             raise VerificationError(f"leaf O={name.project_slug!r} is not project {project_slug!r}")
 
 
+# (id(crl), issuer) -> (crl, signature valid). The CRL itself is kept in the value so its id
+# cannot be reused while the entry lives; the platform checks the same few CRLs on every
+# handshake, and a signature check costs as much as the rest of the path.
+_CRL_SIGNATURES: dict[
+    tuple[int, x509.Certificate], tuple[x509.CertificateRevocationList, bool]
+] = {}
+_CRL_SIGNATURES_MAX = 1024
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    key = (id(crl), issuer)
+    entry = _CRL_SIGNATURES.get(key)
+    if entry is not None and entry[0] is crl:
+        return entry[1]
+    valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    if len(_CRL_SIGNATURES) >= _CRL_SIGNATURES_MAX:
+        _CRL_SIGNATURES.clear()
+    _CRL_SIGNATURES[key] = (crl, valid)
+    return valid
+
+
 def check_revocation(
     path: VerifiedPath,
     crls: Sequence[x509.CertificateRevocationList],
     *,
     at: dt.datetime | None = None,
+    require_current: bool = False,
 ) -> None:
     """Raise VerificationError if a certificate in ``path`` is listed on a CRL of its issuer.
 
     Each CRL's signature is checked against the issuer it names; a CRL that does not verify is
-    an error, not silently ignored.
+    an error, not silently ignored. ``require_current`` also refuses a CRL past its nextUpdate,
+    as openssl does (the platform keeps using the last CRL uploaded rather than lock devices out).
     """
     at = at or dt.datetime.now(dt.UTC)
     certs = path.certificates
@@ -194,8 +217,14 @@ def check_revocation(
         for crl in crls:
             if crl.issuer != issuer.subject:
                 continue
-            if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            if not _crl_signed_by(crl, issuer):
                 raise VerificationError(f"CRL of {describe(issuer)} has an invalid signature")
+            next_update = crl.next_update_utc
+            if require_current and next_update is not None and next_update < at:
+                raise VerificationError(
+                    f"CRL of {describe(issuer)} is out of date "
+                    f"(nextUpdate {next_update:%Y-%m-%dT%H:%M:%SZ})"
+                )
             revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if revoked is not None:
                 raise VerificationError(

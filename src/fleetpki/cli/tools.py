@@ -338,7 +338,7 @@ def verify(
     try:
         path = build_path(leaf, [*presented[1:], *extra], roots)
         check_device_leaf(leaf, project)
-        check_revocation(path, crls)
+        check_revocation(path, crls, require_current=True)
     except VerificationError as exc:
         if json_output:
             print_json({"valid": False, "reason": str(exc)})
