@@ -184,6 +184,15 @@ class Home:
         chain = tuple(self.ca_chain(name)[1:])
         return CertificateAuthority(name, info.certificate, KeyFileSigner(key), chain)
 
+    @contextlib.contextmanager
+    def _new_ca(self, name: str) -> Iterator[None]:
+        """Hold the home's lock while a CA named ``name`` (free and valid) is made."""
+        validate_ca_name(name)
+        with self.lock():
+            if self.ca_dir(name).exists():
+                raise ConflictError(f"a CA named {name!r} already exists in {self.path}")
+            yield
+
     def _save_ca(
         self,
         ca: CertificateAuthority,
@@ -236,10 +245,7 @@ class Home:
         passphrase: bytes | None,
     ) -> CertificateAuthority:
         """Create a root CA in this home; ``passphrase=None`` stores the key unencrypted."""
-        validate_ca_name(name)
-        with self.lock():
-            if self.ca_dir(name).exists():
-                raise ConflictError(f"a CA named {name!r} already exists in {self.path}")
+        with self._new_ca(name):
             ca, key = CertificateAuthority.create_root(
                 name, common_name=common_name, key_type=key_type, days=days
             )
@@ -258,10 +264,7 @@ class Home:
         passphrase: bytes | None,
     ) -> CertificateAuthority:
         """Create an intermediate under ``parent``; raises NotFoundError, PolicyError."""
-        validate_ca_name(name)
-        with self.lock():
-            if self.ca_dir(name).exists():
-                raise ConflictError(f"a CA named {name!r} already exists in {self.path}")
+        with self._new_ca(name):
             parent_ca = self.load_ca(parent, parent_passphrase)
             ca, key = parent_ca.create_intermediate(
                 name, common_name=common_name, key_type=key_type, days=days
