@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from cryptography import x509
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from fleetpki.errors import InputError
 from fleetpki.naming import (
     device_subject,
     parse_device_subject,
+    parse_simple_device_subject,
     validate_certificate_id,
     validate_project_slug,
 )
@@ -107,3 +111,47 @@ def test_parse_ignores_other_attributes_and_refuses_duplicates() -> None:
     )
     with pytest.raises(InputError, match="2 CN"):
         parse_device_subject(doubled)
+
+
+def _attr(
+    oid: x509.ObjectIdentifier, value: str, kind: _ASN1Type = _ASN1Type.UTF8String
+) -> x509.NameAttribute[str]:
+    # _validate=False: CSRs can carry the empty and over-long CNs the constructor refuses.
+    return x509.NameAttribute(oid, value, kind, _validate=False)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # reading back the out-of-range CNs
+@pytest.mark.parametrize(
+    ("rdns", "fast"),
+    [
+        ([[(NameOID.ORGANIZATION_NAME, "acme")], [(NameOID.COMMON_NAME, "dev-1")]], True),
+        ([[(NameOID.COMMON_NAME, "dev-1")], [(NameOID.ORGANIZATION_NAME, "acme")]], True),
+        ([[(NameOID.COMMON_NAME, "dév ü")]], True),
+        ([[(NameOID.ORGANIZATION_NAME, "acme")]], True),
+        ([[(NameOID.COMMON_NAME, "")]], True),
+        ([[(NameOID.COMMON_NAME, "x" * 65)]], True),
+        ([[(NameOID.COMMON_NAME, "x" * 200)], [(NameOID.ORGANIZATION_NAME, "a" * 140)]], True),
+        ([[(NameOID.COMMON_NAME, "a")], [(NameOID.COMMON_NAME, "b")]], False),
+        ([[(NameOID.COUNTRY_NAME, "DE")], [(NameOID.COMMON_NAME, "dev1")]], False),
+        ([[(NameOID.ORGANIZATION_NAME, "acme"), (NameOID.COMMON_NAME, "dev1")]], False),
+        ([[(NameOID.COMMON_NAME, "dev1", _ASN1Type.PrintableString)]], False),
+        ([], False),
+    ],
+)
+def test_simple_subject_parse_agrees_or_defers(rdns: list[list[Any]], fast: bool) -> None:
+    """The DER fast path gives parse_device_subject's result, or None (use the slow path)."""
+    name = x509.Name([x509.RelativeDistinguishedName([_attr(*a) for a in rdn]) for rdn in rdns])
+    der = b"\x00" + name.public_bytes() + b"\x30\x00"  # offsets inside a larger buffer
+    got = parse_simple_device_subject(der, 1, len(der) - 2)
+    if not fast:
+        assert got is None
+        return
+    assert got == parse_device_subject(name)
+
+
+def test_simple_subject_parse_defers_on_bad_der() -> None:
+    good = device_subject("acme", "dev1").public_bytes()
+    for bad in (good[:-1], good[:5], b"\x30\x05\x31\x03\x30\x01\x06", b"\x31\x00"):
+        assert parse_simple_device_subject(bad, 0, len(bad)) is None
+    bad_utf8 = good.replace(b"dev1", b"de\xff1")
+    assert parse_simple_device_subject(bad_utf8, 0, len(bad_utf8)) is None

@@ -5,12 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from fleetpki.errors import InputError, PolicyError
 from fleetpki.keys import PrivateKey, PublicKey, hash_for, key_type_of
 from fleetpki.naming import (
+    DeviceName,
+    der_bounds,
     device_subject,
     parse_device_subject,
+    parse_simple_device_subject,
     read_subject,
     validate_certificate_id,
     validate_project_slug,
@@ -32,6 +39,66 @@ class CheckedRequest:
     public_key: PublicKey
     project_slug: str
     certificate_id: str
+    # The CSR's SubjectPublicKeyInfo DER when it is already the encoding cryptography writes
+    # for this key (uncompressed P-256), so a signer can reuse it instead of re-encoding.
+    spki: bytes | None = None
+
+
+# ECDSA signature algorithms checked with the key already loaded (one key load, not two);
+# every other algorithm goes through ``is_signature_valid``.
+_ECDSA = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
+}
+# SPKI of P-256, BIT STRING header, no unused bits, uncompressed point (04 || X || Y).
+_P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010703420004")
+
+
+def _signature_valid(
+    csr: x509.CertificateSigningRequest,
+) -> tuple[bool, ec.EllipticCurvePublicKey | None]:
+    """(proof of possession holds, the public key if it was loaded for that, else None)."""
+    algorithm = _ECDSA.get(csr.signature_algorithm_oid)
+    if algorithm is not None:
+        try:
+            public_key = csr.public_key()
+        except Exception:  # an unreadable key: is_signature_valid below says no, as before
+            public_key = None
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            try:
+                public_key.verify(csr.signature, csr.tbs_certrequest_bytes, algorithm)
+            except InvalidSignature:
+                return False, None
+            return True, public_key
+    try:
+        return csr.is_signature_valid, None
+    except Exception:  # unsupported signature algorithms raise from the Rust layer
+        return False, None
+
+
+def _subject_and_spki(csr: x509.CertificateSigningRequest) -> tuple[DeviceName, bytes | None]:
+    """The device name of the CSR subject, and its SPKI DER if canonical P-256.
+
+    The common subject is read from the DER directly (``parse_simple_device_subject``); any
+    other goes through ``parse_device_subject`` (its results, its messages). Raises
+    InputError or ValueError.
+    """
+    tbs = csr.tbs_certrequest_bytes
+    try:
+        body, end = der_bounds(tbs, 0, len(tbs))
+        _, name_start = der_bounds(tbs, body, end)  # skip the version
+        _, name_end = der_bounds(tbs, name_start, end)
+        _, spki_end = der_bounds(tbs, name_end, end)
+    except (IndexError, ValueError):
+        return parse_device_subject(read_subject(csr)), None
+    spki: bytes | None = None
+    if spki_end - name_end == 91 and tbs.startswith(_P256_SPKI_PREFIX, name_end):
+        spki = tbs[name_end:spki_end]  # uncompressed point (65 bytes): as cryptography writes it
+    name = parse_simple_device_subject(tbs, name_start, name_end)
+    if name is None:
+        name = parse_device_subject(read_subject(csr))
+    return name, spki
 
 
 def check_csr(
@@ -46,15 +113,12 @@ def check_csr(
     Raises InputError (malformed) or PolicyError (well-formed but not allowed).
     """
     validate_project_slug(project_slug)
-    try:
-        valid = csr.is_signature_valid
-    except Exception:  # unsupported signature algorithms raise from the Rust layer
-        valid = False
+    valid, loaded = _signature_valid(csr)
     if not valid:
         raise PolicyError("CSR signature does not verify: the request was altered or is corrupt")
     try:
-        public_key = csr.public_key()
-        subject = parse_device_subject(read_subject(csr))
+        public_key = loaded if loaded is not None else csr.public_key()
+        subject, spki = _subject_and_spki(csr)
     except ValueError as exc:
         raise InputError(f"unreadable CSR content ({exc})") from None
     if not isinstance(public_key, PublicKey.__args__):  # type: ignore[attr-defined]
@@ -73,4 +137,4 @@ def check_csr(
     if chosen is None:
         raise PolicyError("no certificate ID: the CSR has no CN and none was given (--id)")
     validate_certificate_id(chosen)
-    return CheckedRequest(public_key=public_key, project_slug=project_slug, certificate_id=chosen)
+    return CheckedRequest(public_key, project_slug, chosen, spki)

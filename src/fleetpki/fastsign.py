@@ -250,7 +250,7 @@ class DeviceTemplate:
     def issue(self, request: CheckedRequest, serial_number: int | None = None) -> FastCertificate:
         """Sign a checked request into a device certificate (DER), as ``ca.issue`` would."""
         serial_number = serial_number if serial_number is not None else profiles.new_serial_number()
-        spki = spki_der(request.public_key)
+        spki = request.spki or spki_der(request.public_key)
         tbs = self.tbs(serial_number, request.project_slug, request.certificate_id, spki)
         signature = self._sign(tbs)
         der = _tlv(0x30, tbs + self._algorithm + _tlv(0x03, b"\x00" + signature))

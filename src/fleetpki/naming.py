@@ -19,6 +19,8 @@ CERTIFICATE_ID_CHARS = frozenset(
 )
 # Never accepted, whatever a policy widens: they break DN string forms, paths or shells.
 FORBIDDEN_CHARS = frozenset('/\\,+="<>;')
+# An ID of CERTIFICATE_ID_CHARS only, of allowed length: valid without the per-character loop.
+_PLAIN_ID = re.compile(rf"[A-Za-z0-9._:@-]{{1,{CERTIFICATE_ID_MAX}}}")
 
 
 def validate_project_slug(slug: str) -> str:
@@ -37,6 +39,8 @@ def validate_certificate_id(certificate_id: str, extra_chars: str = "") -> str:
     ``extra_chars`` widens the alphabet (a policy knob); control characters, whitespace at the
     ends and the characters in FORBIDDEN_CHARS are refused regardless.
     """
+    if not extra_chars and isinstance(certificate_id, str) and _PLAIN_ID.fullmatch(certificate_id):
+        return certificate_id
     shown = repr(certificate_id)
     if not isinstance(certificate_id, str) or certificate_id == "":
         raise InputError("invalid certificate ID: it is empty")
@@ -108,3 +112,62 @@ def parse_device_subject(name: x509.Name) -> DeviceName:
         project_slug=_single(name, NameOID.ORGANIZATION_NAME, "O"),
         certificate_id=_single(name, NameOID.COMMON_NAME, "CN"),
     )
+
+
+_OID_O = b"\x06\x03\x55\x04\x0a"  # 2.5.4.10
+_OID_CN = b"\x06\x03\x55\x04\x03"  # 2.5.4.3
+_UTF8_STRING = 0x0C  # what create_csr and openssl req write; other types take the slow path
+
+
+def der_bounds(data: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """(content start, element end) of the DER element at ``pos``; raises ValueError."""
+    if pos + 2 > limit:
+        raise ValueError("truncated")
+    first = data[pos + 1]
+    if first < 0x80:
+        start, end = pos + 2, pos + 2 + first
+    else:
+        count = first & 0x7F
+        start = pos + 2 + count
+        end = start + int.from_bytes(data[pos + 2 : start], "big")
+    if end > limit:
+        raise ValueError("element overruns its parent")
+    return start, end
+
+
+def parse_simple_device_subject(name: bytes, start: int, end: int) -> DeviceName | None:
+    """O and CN from the DER Name at ``name[start:end]``, or None for anything unusual.
+
+    The common device subject (single-valued RDNs of O and CN only, each at most once, as
+    UTF8String) read without building ``x509.Name`` objects. None means
+    "use ``parse_device_subject``": duplicates, other attributes, other string types and bad
+    UTF-8 all take that path, so its results and messages stay the only ones.
+    """
+    try:
+        if name[start] != 0x30:
+            return None
+        pos, stop = der_bounds(name, start, end)
+        found: dict[bytes, str] = {}
+        while pos < stop:
+            if name[pos] != 0x31:
+                return None
+            atv, rdn_end = der_bounds(name, pos, stop)
+            if name[atv] != 0x30:
+                return None
+            body, atv_end = der_bounds(name, atv, rdn_end)
+            oid = name[body : body + 5]
+            if atv_end != rdn_end or oid not in (_OID_O, _OID_CN) or oid in found:
+                return None
+            value = body + 5
+            if name[value] != _UTF8_STRING:
+                return None
+            text, value_end = der_bounds(name, value, atv_end)
+            if value_end != atv_end:
+                return None
+            found[oid] = name[text:value_end].decode("utf-8")
+            pos = rdn_end
+        if pos != stop or not found:
+            return None
+    except (IndexError, ValueError):  # UnicodeDecodeError included
+        return None
+    return DeviceName(project_slug=found.get(_OID_O), certificate_id=found.get(_OID_CN))
