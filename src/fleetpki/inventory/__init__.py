@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -104,6 +105,36 @@ def _conflict(exc: sa.exc.IntegrityError) -> ConflictError:
     return ConflictError("an active certificate exists for this certificate ID (use --renew)")
 
 
+def _insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """``conn.execute(certificates.insert(), rows)`` without SQLAlchemy's per-row work.
+
+    Same statement, same stored values: each column's bind processor (the dialect's own) still
+    converts every value, but a bulk batch repeats the same few datetimes in every row, so each
+    distinct one is converted once; the driver's executemany then gets plain tuples or dicts.
+    """
+    dialect = conn.dialect
+    keys = list(rows[0])
+    compiled = certificates.insert().compile(dialect=dialect, column_keys=keys)
+    names = list(compiled.positiontup or ()) if compiled.positional else keys
+    converters = []
+    for name in names:
+        column_type = certificates.c[name].type
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None and isinstance(column_type, sa.DateTime):
+            process = functools.lru_cache(maxsize=64)(process)
+        converters.append((name, process))
+    values = [
+        [row[name] if process is None else process(row[name]) for name, process in converters]
+        for row in rows
+    ]
+    params: list[Any] = (
+        [tuple(v) for v in values]
+        if compiled.positional
+        else [dict(zip(names, v, strict=True)) for v in values]
+    )
+    conn.exec_driver_sql(compiled.string, params)
+
+
 class Inventory:
     """Issued certificates and the audit log, in SQLite (default) or any SQLAlchemy URL."""
 
@@ -178,7 +209,7 @@ class Inventory:
         }
         try:
             with self.engine.begin() as conn:
-                conn.execute(certificates.insert(), [rec.row(now) for rec in records])
+                _insert_many(conn, [rec.row(now) for rec in records])
                 conn.execute(
                     audit_log.insert().values(
                         time=now, action=action, serial=None, detail=json.dumps(detail)
