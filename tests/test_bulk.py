@@ -308,3 +308,27 @@ def test_bulk_issue_other_key_types(h: Hierarchy, tmp_path: Path) -> None:
     key = cert.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
     cert.verify_directly_issued_by(h.intermediate.certificate)
+
+
+@pytest.mark.parametrize("mode", ["sign", "issue"])
+def test_journal_line_is_json_dumps_of_the_row(h: Hierarchy, tmp_path: Path, mode: str) -> None:
+    """The hand-built journal line is the text json.dumps writes (manifest.json embeds it)."""
+    import datetime as dt
+
+    from fleetpki.fastsign import FastCertificate
+
+    run = BulkRun(
+        inventory=h.home.inventory, ca=h.intermediate, project="acme", out=tmp_path, mode=mode
+    )
+    when = dt.datetime(2036, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+    for cid, source in [("dev-1", "a/dev-1.csr"), ("dév\u2028é", 'odd "name"\\ü\n.csr')]:
+        cert = FastCertificate(b"\x30\x00", 0xABC, cid, "acme", when, when, b"")
+        row = {
+            "certificate_id": cid,
+            "serial": "abc",
+            "fingerprint_sha256": cert.fingerprint(),
+            "not_after": "2036-02-03T04:05:06Z",
+            "source": source,
+            "files": {k: f"{cid}.{name}" for k, name in run.files.items()},
+        }
+        assert run._journal_line(cert, source) == json.dumps(row) + "\n"

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses
 from pathlib import Path
 from typing import IO, Any
 
@@ -290,10 +291,7 @@ class BulkRun:
                 self._fail(outcome.source, outcome.error or "refused")
             else:
                 signed.append(outcome)
-        ids = {o.cert.certificate_id for o in signed if o.cert is not None}
-        existing = self.inventory.active_device_certificates(self.project, ids) if ids else {}
-        new: list[Outcome] = []
-        reused: list[Outcome] = []
+        unique: list[Outcome] = []
         seen: set[str] = set()
         for outcome in signed:
             cert = outcome.cert
@@ -302,6 +300,26 @@ class BulkRun:
                 self._fail(outcome.source, f"certificate ID {cert.certificate_id!r} is repeated")
                 continue
             seen.add(cert.certificate_id)
+            unique.append(outcome)
+        if not unique:
+            return len(outcomes)
+        # The common case first: no ID of the chunk has a certificate yet, so the batch insert
+        # succeeds (the unique index on active IDs would refuse it otherwise, inserting nothing)
+        # and the look-up below is not needed.
+        records = [self._record(o.cert) for o in unique if o.cert is not None]
+        try:
+            self.inventory.record_batch(records)
+        except ConflictError:
+            pass
+        else:
+            self._writes.append(writers.submit(self._write_files, unique, False))
+            return len(outcomes)
+        existing = self.inventory.active_device_certificates(self.project, seen)
+        new: list[Outcome] = []
+        reused: list[Outcome] = []
+        for outcome in unique:
+            cert = outcome.cert
+            assert cert is not None
             stored = existing.get(cert.certificate_id)
             if stored is None:
                 new.append(outcome)
@@ -370,16 +388,19 @@ class BulkRun:
                 reason = f"certificate recorded (serial {cert.serial_hex}), files not written: "
                 written.failures.append((outcome.source, reason + str(exc.strerror)))
                 continue
-            row = {
-                "certificate_id": cid,
-                "serial": cert.serial_hex,
-                "fingerprint_sha256": cert.fingerprint(),
-                "not_after": f"{cert.not_after:%Y-%m-%dT%H:%M:%SZ}",
-                "source": outcome.source,
-                "files": {k: f"{cid}.{name}" for k, name in self.files.items()},
-            }
-            written.rows.append(json.dumps(row) + "\n")
+            written.rows.append(self._journal_line(cert, outcome.source))
         return written
+
+    def _journal_line(self, cert: FastCertificate, source: str) -> str:
+        """``json.dumps`` of the journal row (same text), without encoding a dict per device."""
+        cid = _json_string(cert.certificate_id)[1:-1]
+        files = ", ".join(f'"{key}": "{cid}.{name}"' for key, name in self.files.items())
+        return (
+            f'{{"certificate_id": "{cid}", "serial": "{cert.serial_hex}", '
+            f'"fingerprint_sha256": "{cert.fingerprint()}", '
+            f'"not_after": "{cert.not_after:%Y-%m-%dT%H:%M:%SZ}", '
+            f'"source": {_json_string(source)}, "files": {{{files}}}}}\n'
+        )
 
     def _drain(self, journal: IO[str], *, block: bool) -> None:
         """Journal the batches whose files are written, in order."""

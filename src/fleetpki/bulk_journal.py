@@ -71,7 +71,9 @@ class Journal:
         """
         out = self.out
         repeats = collections.Counter(
-            row["source"] for row in self.rows() if row["source"] in self._stale
+            row["source"]
+            for row in (self.rows() if self._stale else ())
+            if row["source"] in self._stale
         )
         with (
             open(out / ".manifest.csv.tmp", "w", newline="", encoding="utf-8") as csv_handle,
