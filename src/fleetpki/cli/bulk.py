@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ def _run(
             progress.update(task, advance=n, rate=f"{speed or 0:,.0f}/s")
 
         summary = run.run(items, advance)
+    # The command ends here: without this the interpreter's final collections walk every object
+    # the run and its imports made (~0.1 s, a tenth of a 10,000-certificate run).
+    gc.freeze()
     _report(summary.to_json(), out, json_output)
     if summary.failures:
         raise typer.Exit(1)
