@@ -56,9 +56,12 @@ _P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010
 
 
 def _signature_valid(
-    csr: x509.CertificateSigningRequest,
+    csr: x509.CertificateSigningRequest, tbs: bytes
 ) -> tuple[bool, ec.EllipticCurvePublicKey | None]:
-    """(proof of possession holds, the public key if it was loaded for that, else None)."""
+    """(proof of possession holds, the public key if it was loaded for that, else None).
+
+    ``tbs`` is ``csr.tbs_certrequest_bytes`` (fetched once: each access copies it).
+    """
     algorithm = _ECDSA.get(csr.signature_algorithm_oid)
     if algorithm is not None:
         try:
@@ -67,7 +70,7 @@ def _signature_valid(
             public_key = None
         if isinstance(public_key, ec.EllipticCurvePublicKey):
             try:
-                public_key.verify(csr.signature, csr.tbs_certrequest_bytes, algorithm)
+                public_key.verify(csr.signature, tbs, algorithm)
             except InvalidSignature:
                 return False, None
             return True, public_key
@@ -77,14 +80,15 @@ def _signature_valid(
         return False, None
 
 
-def _subject_and_spki(csr: x509.CertificateSigningRequest) -> tuple[DeviceName, bytes | None]:
+def _subject_and_spki(
+    csr: x509.CertificateSigningRequest, tbs: bytes
+) -> tuple[DeviceName, bytes | None]:
     """The device name of the CSR subject, and its SPKI DER if canonical P-256.
 
     The common subject is read from the DER directly (``parse_simple_device_subject``); any
     other goes through ``parse_device_subject`` (its results, its messages). Raises
     InputError or ValueError.
     """
-    tbs = csr.tbs_certrequest_bytes
     try:
         body, end = der_bounds(tbs, 0, len(tbs))
         _, name_start = der_bounds(tbs, body, end)  # skip the version
@@ -113,12 +117,16 @@ def check_csr(
     Raises InputError (malformed) or PolicyError (well-formed but not allowed).
     """
     validate_project_slug(project_slug)
-    valid, loaded = _signature_valid(csr)
+    try:
+        tbs = csr.tbs_certrequest_bytes
+    except Exception:  # cannot happen for a parsed CSR; then it does not verify, as before
+        tbs = b""
+    valid, loaded = _signature_valid(csr, tbs)
     if not valid:
         raise PolicyError("CSR signature does not verify: the request was altered or is corrupt")
     try:
         public_key = loaded if loaded is not None else csr.public_key()
-        subject, spki = _subject_and_spki(csr)
+        subject, spki = _subject_and_spki(csr, tbs)
     except ValueError as exc:
         raise InputError(f"unreadable CSR content ({exc})") from None
     if not isinstance(public_key, PublicKey.__args__):  # type: ignore[attr-defined]
