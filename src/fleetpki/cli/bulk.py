@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def _run(
     passphrase_file: Path | None,
     json_output: bool,
     items: Iterable[Any],
-    total: int,
+    total: int | Callable[[], int],
     key_type: str = "p256",
 ) -> None:
     from rich.progress import (
@@ -82,6 +82,8 @@ def _run(
         disable=not err_console.is_terminal,
     )
     with progress:
+        if callable(total):  # counting means a pass over the source: only for a visible bar
+            total = total() if err_console.is_terminal else 0
         task = progress.add_task(f"bulk {mode}", total=total, rate="")
 
         def advance(n: int) -> None:
@@ -152,7 +154,7 @@ def sign(
         passphrase_file=passphrase_file,
         json_output=json_output,
         items=csrs.items(),
-        total=csrs.count(),
+        total=csrs.count,
     )
 
 
