@@ -48,7 +48,7 @@ from fleetpki.formats import pem_armor
 from fleetpki.inventory import Inventory, IssuedRecord
 from fleetpki.keys import KeyFileSigner, KeyType, load_private_key
 
-CHUNK = 512
+CHUNK = 256
 WRITER_THREADS = 2  # file creation is kernel time, outside the GIL: overlap it
 SIGN_FILES = {"crt_pem": "crt.pem", "crt_der": "crt.der"}
 ISSUE_FILES = {**SIGN_FILES, "key_pem": "key.pem", "key_der": "key.der", "csr_pem": "csr.pem"}
