@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from fleetpki.platform.store import new_id, utcnow
+from fleetpki.platform.store.devices import insert_device
 from fleetpki.platform.store.schema import devices
 
 ATTEMPTS = 4  # concurrent first connections of one ID race on the unique constraints
@@ -77,17 +77,7 @@ def _try_resolve(conn: sa.Connection, project_id: str, certificate_id: str) -> R
             return Resolution(record, "b")
         raise _Raced
     name = certificate_id if named is None else f"{certificate_id}-{secrets.token_hex(3)}"
-    device_id = new_id()
-    conn.execute(
-        devices.insert().values(
-            id=device_id,
-            project_id=project_id,
-            name=name,
-            certificate_id=certificate_id,
-            enabled=True,
-            created_at=utcnow(),
-        )
-    )
+    device_id = insert_device(conn, project_id, name, certificate_id)
     return Resolution(DeviceRecord(device_id, name, certificate_id, True), "c")
 
 

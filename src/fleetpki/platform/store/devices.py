@@ -16,6 +16,27 @@ from fleetpki.platform.store.schema import auth_events, devices
 MAX_STATE_BYTES = 8192
 
 
+def insert_device(
+    conn: sa.Connection, project_id: str, name: str, certificate_id: str | None
+) -> str:
+    """Insert an enabled device (pre-created by name, or provisioned); returns its id.
+
+    Raises IntegrityError on a name or certificate-ID clash, for the caller to translate.
+    """
+    device_id = new_id()
+    conn.execute(
+        devices.insert().values(
+            id=device_id,
+            project_id=project_id,
+            name=name,
+            certificate_id=certificate_id,
+            enabled=True,
+            created_at=utcnow(),
+        )
+    )
+    return device_id
+
+
 class DeviceStore(StoreBase):
     """Devices and auth events of the projects in the store."""
 
@@ -70,19 +91,9 @@ class DeviceStore(StoreBase):
         """Pre-create a device by name (no certificate ID yet); raises ConflictError."""
         self.get_project(project_id)
         validate_device_name(name)
-        device_id = new_id()
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    devices.insert().values(
-                        id=device_id,
-                        project_id=project_id,
-                        name=name,
-                        certificate_id=None,
-                        enabled=True,
-                        created_at=utcnow(),
-                    )
-                )
+                device_id = insert_device(conn, project_id, name, None)
         except sa.exc.IntegrityError:
             raise ConflictError(f"a device named {name!r} already exists") from None
         return self.get_device(project_id, device_id)
