@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import sqlite3
 from pathlib import Path
@@ -57,10 +56,10 @@ def test_serial_and_fingerprint_are_unique_constraints(
 ) -> None:
     first, second = _device(ca, "dev-1"), _device(ca, "dev-2")
     inventory.record([first])
-    clash = dataclasses.replace(second, serial=first.serial)
+    clash = second._replace(serial=first.serial)
     with pytest.raises(ConflictError, match="serial number collision"):
         inventory.record([clash])
-    same_cert = dataclasses.replace(second, fingerprint_sha256=first.fingerprint_sha256)
+    same_cert = second._replace(fingerprint_sha256=first.fingerprint_sha256)
     with pytest.raises(ConflictError, match="already in the inventory"):
         inventory.record([same_cert])
     # the constraint lives in the database, whoever writes to it
@@ -78,7 +77,7 @@ def test_batch_is_all_or_nothing(inventory: Inventory, ca: CertificateAuthority)
     a, b = _device(ca, "dev-a"), _device(ca, "dev-b")
     inventory.record([a])
     with pytest.raises(ConflictError):
-        inventory.record([b, dataclasses.replace(_device(ca, "dev-c"), serial=a.serial)])
+        inventory.record([b, _device(ca, "dev-c")._replace(serial=a.serial)])
     assert inventory.count() == 1
     assert inventory.find(certificate_id="dev-b") == []
 

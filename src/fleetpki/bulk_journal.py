@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 JOURNAL = ".journal.jsonl"
+CA_CHAIN = "ca-chain.pem"
 MANIFEST_FIELDS = ("certificate_id", "serial", "fingerprint_sha256", "not_after", "source")
 
 
@@ -63,42 +64,72 @@ class Journal:
                 self._stale.add(row["source"])
         return done
 
+    def manifest_stream(self) -> ManifestStream:
+        """Manifests written device by device (``add``), for a folder with no journal yet."""
+        return ManifestStream(self)
+
     def write_manifests(self, failures: list[tuple[str, str]]) -> None:
         """manifest.csv and manifest.json (every device of the folder), failures.csv.
 
         A device journaled again this run (its files had gone) drops its older row, so the
         journal and the manifests list each device once.
         """
-        out = self.out
         repeats = collections.Counter(
             row["source"]
             for row in (self.rows() if self._stale else ())
             if row["source"] in self._stale
         )
+        stream = ManifestStream(self)
         with (
-            open(out / ".manifest.csv.tmp", "w", newline="", encoding="utf-8") as csv_handle,
-            open(out / ".manifest.json.tmp", "w", encoding="utf-8") as json_handle,
-            open(out / ".journal.tmp", "w", encoding="utf-8") as journal,
+            contextlib.closing(stream),
+            open(self.out / ".journal.tmp", "w", encoding="utf-8") as journal,
         ):
-            writer = csv.writer(csv_handle)
-            writer.writerow([*MANIFEST_FIELDS, *self.files, "ca_chain"])
-            head = {"project": self.project, "ca": self.ca_name, "ca_chain": "ca-chain.pem"}
-            json_handle.write(json.dumps(head)[:-1] + ', "devices": [')
-            separator = "\n  "
             for line, row in self._lines():
                 if repeats[row["source"]] > 1:
                     repeats[row["source"]] -= 1
                     continue
                 files = [row["files"].get(k, "") for k in self.files]
-                writer.writerow([*(row[k] for k in MANIFEST_FIELDS), *files, "ca-chain.pem"])
-                json_handle.write(separator + line)
+                stream.add([line], [[*(row[k] for k in MANIFEST_FIELDS), *files, CA_CHAIN]])
                 journal.write(line + "\n")
-                separator = ",\n  "
-            json_handle.write("\n]}\n")
-        with open(out / "failures.csv", "w", newline="", encoding="utf-8") as handle:
+            os.replace(self.out / ".journal.tmp", self.path)  # also drops rows cut by a kill
+            stream.finish(failures)
+
+
+class ManifestStream:
+    """manifest.csv and manifest.json of a journal, written as devices come.
+
+    Everything goes to hidden ``.tmp`` files renamed into place by ``finish``: a run that fails
+    or is killed leaves the previous manifests (or none), never half of one.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.out = journal.out
+        self._csv_file = open(self.out / ".manifest.csv.tmp", "w", newline="", encoding="utf-8")
+        self._json = open(self.out / ".manifest.json.tmp", "w", encoding="utf-8")
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow([*MANIFEST_FIELDS, *journal.files, "ca_chain"])
+        head = {"project": journal.project, "ca": journal.ca_name, "ca_chain": CA_CHAIN}
+        self._json.write(json.dumps(head)[:-1] + ', "devices": [')
+        self._separator = "\n  "
+
+    def add(self, rows: list[str], manifest: list[list[str]]) -> None:
+        """Journal ``rows`` (JSON text, with or without newline) and the same as CSV rows."""
+        if rows:
+            self._json.write(self._separator + ",\n  ".join(r.rstrip("\n") for r in rows))
+            self._separator = ",\n  "
+        self._csv.writerows(manifest)
+
+    def finish(self, failures: list[tuple[str, str]]) -> None:
+        """Close the manifests, write failures.csv, and rename them into place."""
+        self._json.write("\n]}\n")
+        self.close()
+        with open(self.out / "failures.csv", "w", newline="", encoding="utf-8") as handle:
             failed = csv.writer(handle)
             failed.writerow(["source", "reason"])
             failed.writerows(failures)
-        os.replace(out / ".journal.tmp", self.path)  # also drops rows cut short by a kill
-        os.replace(out / ".manifest.csv.tmp", out / "manifest.csv")
-        os.replace(out / ".manifest.json.tmp", out / "manifest.json")
+        os.replace(self.out / ".manifest.csv.tmp", self.out / "manifest.csv")
+        os.replace(self.out / ".manifest.json.tmp", self.out / "manifest.json")
+
+    def close(self) -> None:
+        self._csv_file.close()
+        self._json.close()

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from fleetpki import pop
 from fleetpki.errors import InputError, PolicyError
 from fleetpki.keys import PrivateKey, PublicKey, hash_for, key_type_of
 from fleetpki.naming import (
@@ -36,12 +37,20 @@ def create_csr(
 class CheckedRequest:
     """A CSR that passed the policy: only its public key and the certificate ID go any further."""
 
-    public_key: PublicKey
     project_slug: str
     certificate_id: str
     # The CSR's SubjectPublicKeyInfo DER when it is already the encoding cryptography writes
     # for this key (uncompressed P-256), so a signer can reuse it instead of re-encoding.
     spki: bytes | None = None
+    key: PublicKey | None = None  # None: loaded from ``spki`` when asked for
+
+    @property
+    def public_key(self) -> PublicKey:
+        if self.key is not None:
+            return self.key
+        if self.spki is None:
+            raise ValueError("a CheckedRequest needs its key or its SubjectPublicKeyInfo")
+        return serialization.load_der_public_key(self.spki)  # type: ignore[return-value]
 
 
 # ECDSA signature algorithms checked with the key already loaded (one key load, not two);
@@ -56,13 +65,19 @@ _P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010
 
 
 def _signature_valid(
-    csr: x509.CertificateSigningRequest, tbs: bytes
+    csr: x509.CertificateSigningRequest, tbs: bytes, spki: bytes | None
 ) -> tuple[bool, ec.EllipticCurvePublicKey | None]:
     """(proof of possession holds, the public key if it was loaded for that, else None).
 
-    ``tbs`` is ``csr.tbs_certrequest_bytes`` (fetched once: each access copies it).
+    ``tbs`` is ``csr.tbs_certrequest_bytes`` (fetched once: each access copies it); ``spki``
+    its canonical P-256 SubjectPublicKeyInfo, or None.
     """
-    algorithm = _ECDSA.get(csr.signature_algorithm_oid)
+    oid = csr.signature_algorithm_oid
+    if spki is not None and oid == SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+        answer = pop.verify_p256_sha256(spki[len(_P256_SPKI_PREFIX) - 1 :], csr.signature, tbs)
+        if answer is not None:
+            return answer, None
+    algorithm = _ECDSA.get(oid)
     if algorithm is not None:
         try:
             public_key = csr.public_key()
@@ -80,14 +95,10 @@ def _signature_valid(
         return False, None
 
 
-def _subject_and_spki(
-    csr: x509.CertificateSigningRequest, tbs: bytes
-) -> tuple[DeviceName, bytes | None]:
-    """The device name of the CSR subject, and its SPKI DER if canonical P-256.
+def _layout(tbs: bytes) -> tuple[int, int, bytes | None] | None:
+    """(subject start, subject end, canonical P-256 SPKI or None) of a CertificationRequestInfo.
 
-    The common subject is read from the DER directly (``parse_simple_device_subject``); any
-    other goes through ``parse_device_subject`` (its results, its messages). Raises
-    InputError or ValueError.
+    None if the DER cannot be walked (the general path then reads it, with its messages).
     """
     try:
         body, end = der_bounds(tbs, 0, len(tbs))
@@ -95,14 +106,26 @@ def _subject_and_spki(
         _, name_end = der_bounds(tbs, name_start, end)
         _, spki_end = der_bounds(tbs, name_end, end)
     except (IndexError, ValueError):
-        return parse_device_subject(read_subject(csr)), None
+        return None
     spki: bytes | None = None
     if spki_end - name_end == 91 and tbs.startswith(_P256_SPKI_PREFIX, name_end):
         spki = tbs[name_end:spki_end]  # uncompressed point (65 bytes): as cryptography writes it
-    name = parse_simple_device_subject(tbs, name_start, name_end)
+    return name_start, name_end, spki
+
+
+def _subject(
+    csr: x509.CertificateSigningRequest, tbs: bytes, layout: tuple[int, int, bytes | None] | None
+) -> DeviceName:
+    """The device name of the CSR subject.
+
+    The common subject is read from the DER directly (``parse_simple_device_subject``); any
+    other goes through ``parse_device_subject`` (its results, its messages). Raises
+    InputError or ValueError.
+    """
+    name = None if layout is None else parse_simple_device_subject(tbs, layout[0], layout[1])
     if name is None:
         name = parse_device_subject(read_subject(csr))
-    return name, spki
+    return name
 
 
 def check_csr(
@@ -121,17 +144,21 @@ def check_csr(
         tbs = csr.tbs_certrequest_bytes
     except Exception:  # cannot happen for a parsed CSR; then it does not verify, as before
         tbs = b""
-    valid, loaded = _signature_valid(csr, tbs)
+    layout = _layout(tbs)
+    spki = None if layout is None else layout[2]
+    valid, loaded = _signature_valid(csr, tbs, spki)
     if not valid:
         raise PolicyError("CSR signature does not verify: the request was altered or is corrupt")
     try:
-        public_key = loaded if loaded is not None else csr.public_key()
-        subject, spki = _subject_and_spki(csr, tbs)
+        # A canonical P-256 key needs no loading here: the signer uses its SPKI as it is.
+        public_key = loaded if loaded is not None or spki is not None else csr.public_key()
+        subject = _subject(csr, tbs, layout)
     except ValueError as exc:
         raise InputError(f"unreadable CSR content ({exc})") from None
-    if not isinstance(public_key, PublicKey.__args__):  # type: ignore[attr-defined]
-        raise PolicyError(f"unsupported CSR key algorithm {type(public_key).__name__}")
-    key_type_of(public_key)
+    if public_key is not None:
+        if not isinstance(public_key, PublicKey.__args__):  # type: ignore[attr-defined]
+            raise PolicyError(f"unsupported CSR key algorithm {type(public_key).__name__}")
+        key_type_of(public_key)
     if subject.project_slug is not None and subject.project_slug != project_slug:
         raise PolicyError(
             f"CSR subject O={subject.project_slug!r} does not match project {project_slug!r}"
@@ -145,4 +172,4 @@ def check_csr(
     if chosen is None:
         raise PolicyError("no certificate ID: the CSR has no CN and none was given (--id)")
     validate_certificate_id(chosen)
-    return CheckedRequest(public_key, project_slug, chosen, spki)
+    return CheckedRequest(project_slug, chosen, spki, public_key)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -33,7 +33,6 @@ from fleetpki.csr import check_csr
 from fleetpki.errors import ConflictError, FleetPKIError, InputError, NotFoundError
 from fleetpki.files import write_file
 from fleetpki.formats import load_certificate
-from fleetpki.inventory import Inventory, IssuedRecord
 from fleetpki.keys import (
     KeyFileSigner,
     KeyType,
@@ -42,6 +41,9 @@ from fleetpki.keys import (
     load_private_key,
     serialize_private_key,
 )
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when the inventory is first opened, not before
+    from fleetpki.inventory import Inventory
 
 CA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ENV_HOME = "FLEETPKI_HOME"
@@ -118,6 +120,8 @@ class Home:
 
     @cached_property
     def inventory(self) -> Inventory:
+        from fleetpki.inventory import Inventory
+
         self.ensure()
         path = self.path / "inventory.sqlite3"
         if not path.exists():
@@ -222,6 +226,8 @@ class Home:
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
             write_file(tmp / "ca.json", json.dumps(meta, indent=2).encode() + b"\n")
+            from fleetpki.inventory import IssuedRecord
+
             self.inventory.record(
                 [
                     IssuedRecord.from_certificate(
@@ -340,6 +346,8 @@ class Home:
                     "use --renew to replace it"
                 )
         cert = ca.issue(request, days=days)
+        from fleetpki.inventory import IssuedRecord
+
         self.inventory.record(
             [IssuedRecord.from_certificate(cert, kind="device", issuer_ca=ca.name)], renew=renew
         )

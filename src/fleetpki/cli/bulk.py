@@ -62,7 +62,7 @@ def _run(
     home = open_home()
     authority = home.load_ca(ca, ca_passphrase(home, ca, passphrase_file))
     run = BulkRun(
-        inventory=home.inventory,
+        inventory=lambda: home.inventory,  # opened once the workers are signing
         ca=authority,
         project=project,
         out=out,
