@@ -212,7 +212,9 @@ def test_bulk_issue_kits_file_modes_and_keys(
         cert = x509.load_der_x509_certificate(Path(f"{stem}.crt.der").read_bytes())
         assert spki_der(cert.public_key()) == spki_der(key.public_key())  # type: ignore[arg-type]
         csr = x509.load_pem_x509_csr(Path(f"{stem}.csr.pem").read_bytes())
-        assert csr.is_signature_valid
+        assert csr.is_signature_valid and csr.public_key() == cert.public_key()
+        assert csr.subject == cert.subject
+        openssl("req", "-in", f"{stem}.csr.pem", "-verify", "-noout")
         openssl("pkey", "-inform", "DER", "-in", f"{stem}.key.der", "-noout")
     openssl_verify_all(openssl, h, [out / f"kit-{n:03d}.crt.pem" for n in range(30)])
     again = BulkRun(

@@ -113,3 +113,27 @@ def test_unsupported_csr_key_refused() -> None:
     )
     with pytest.raises(InputError, match="unsupported EC curve"):
         check_csr(csr, "acme")
+
+
+def test_check_generated_key_applies_the_subject_rules() -> None:
+    """bulk issue's own keys: no CSR signature to check, the same ID and project rules."""
+    from fleetpki.csr import check_generated_key
+    from fleetpki.fastsign import spki_der
+
+    key = generate_private_key()
+    spki = spki_der(key.public_key())  # type: ignore[arg-type]
+    request = check_generated_key(key.public_key(), "acme", "dev-1", spki)
+    assert (request.project_slug, request.certificate_id, request.spki) == ("acme", "dev-1", spki)
+    assert request.public_key == key.public_key()
+    with pytest.raises(InputError, match="invalid certificate ID"):
+        check_generated_key(key.public_key(), "acme", "has space")
+    with pytest.raises(InputError, match="invalid project slug"):
+        check_generated_key(key.public_key(), "Acme", "dev-1")
+
+
+def test_checked_request_loads_its_key_from_the_spki_when_needed() -> None:
+    """check_csr's fast path keeps only the SPKI of a P-256 CSR; the builder path loads it."""
+    key = generate_private_key()
+    request = check_csr(create_csr(key, "acme", "dev-1"), "acme")
+    assert request.spki is not None
+    assert request.public_key == key.public_key()

@@ -23,9 +23,15 @@ from cryptography.hazmat.primitives import serialization
 
 from fleetpki.bulk_inputs import MAX_CSR_BYTES, Item
 from fleetpki.ca import CertificateAuthority
-from fleetpki.csr import check_csr, create_csr
+from fleetpki.csr import check_csr, check_generated_key, create_csr
 from fleetpki.errors import FleetPKIError
-from fleetpki.fastsign import DeviceTemplate, FastCertificate, TemplateError, device_csr_der
+from fleetpki.fastsign import (
+    DeviceTemplate,
+    FastCertificate,
+    TemplateError,
+    device_csr_der,
+    spki_der,
+)
 from fleetpki.formats import load_csr, pem_armor
 from fleetpki.keys import KeyFileSigner, KeyType, generate_private_key, load_private_key
 from fleetpki.profiles import utcnow
@@ -214,13 +220,17 @@ def issue_chunk(items: list[Item]) -> tuple[list[Wire], list[Refusal]]:
         certificate_id = item.certificate_id or item.source
         try:
             key = generate_private_key(state.key_type)
+            public_key = key.public_key()
+            spki = spki_der(public_key)
+            # The kit's CSR; the certificate is made from the key itself, under check_csr's
+            # subject rules (no proof of possession to check: the key was made right here).
             if state.key_type is KeyType.P256:
-                csr_der = device_csr_der(key, state.project, certificate_id)  # type: ignore[arg-type]
-                csr = x509.load_der_x509_csr(csr_der)
+                csr_der = device_csr_der(key, state.project, certificate_id, spki)  # type: ignore[arg-type]
             else:
                 csr = create_csr(key, state.project, certificate_id)
                 csr_der = csr.public_bytes(serialization.Encoding.DER)
-            cert = issue(check_csr(csr, state.project, certificate_id))  # PoP never skipped
+            request = check_generated_key(public_key, state.project, certificate_id, spki)
+            cert = issue(request)
             key_der = key.private_bytes(serialization.Encoding.DER, _PKCS8, _PLAIN)
             where = state.out
             put(device_file(where, certificate_id, "key.der"), key_der, 0o600)

@@ -128,6 +128,21 @@ def _subject(
     return name
 
 
+def check_generated_key(
+    public_key: PublicKey, project_slug: str, certificate_id: str, spki: bytes | None = None
+) -> CheckedRequest:
+    """The policy for a key this process generated itself (``bulk issue``'s development kits).
+
+    The subject rules of ``check_csr`` apply; there is no proof of possession to check, as in
+    any server-side key generation: the key never left this process. Raises InputError or
+    PolicyError.
+    """
+    validate_project_slug(project_slug)
+    validate_certificate_id(certificate_id)
+    key_type_of(public_key)
+    return CheckedRequest(project_slug, certificate_id, spki, public_key)
+
+
 def check_csr(
     csr: x509.CertificateSigningRequest,
     project_slug: str,

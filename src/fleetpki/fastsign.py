@@ -116,14 +116,20 @@ def key_identifier(spki: bytes) -> bytes:
 
 
 def device_csr_der(
-    key: ec.EllipticCurvePrivateKey, project_slug: str, certificate_id: str
+    key: ec.EllipticCurvePrivateKey,
+    project_slug: str,
+    certificate_id: str,
+    spki: bytes | None = None,
 ) -> bytes:
-    """A P-256 device CSR as ``csr.create_csr`` makes it (same signed bytes), without a builder."""
+    """A P-256 device CSR as ``csr.create_csr`` makes it (same signed bytes), without a builder.
+
+    ``spki`` is the key's SubjectPublicKeyInfo DER when the caller has it already.
+    """
     info = b"".join(
         (
             b"\x02\x01\x00",  # version 1
             subject_der(project_slug, certificate_id),
-            spki_der(key.public_key()),
+            spki if spki is not None else spki_der(key.public_key()),
             b"\xa0\x00",  # no attributes
         )
     )
