@@ -132,8 +132,13 @@ def test_check_generated_key_applies_the_subject_rules() -> None:
 
 
 def test_checked_request_loads_its_key_from_the_spki_when_needed() -> None:
-    """check_csr's fast path keeps only the SPKI of a P-256 CSR; the builder path loads it."""
+    """A CheckedRequest given only the SPKI (as the bulk template needs) loads the key on use."""
+    from fleetpki.csr import CheckedRequest
+
     key = generate_private_key()
     request = check_csr(create_csr(key, "acme", "dev-1"), "acme")
-    assert request.spki is not None
-    assert request.public_key == key.public_key()
+    assert request.spki is not None and request.public_key == key.public_key()
+    bare = CheckedRequest("acme", "dev-1", request.spki)
+    assert bare.key is None and bare.public_key == key.public_key()
+    with pytest.raises(ValueError, match="needs its key"):
+        _ = CheckedRequest("acme", "dev-1").public_key

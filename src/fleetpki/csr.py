@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import SignatureAlgorithmOID
 
-from fleetpki import pop
 from fleetpki.errors import InputError, PolicyError
 from fleetpki.keys import PrivateKey, PublicKey, hash_for, key_type_of
 from fleetpki.naming import (
@@ -65,19 +64,13 @@ _P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010
 
 
 def _signature_valid(
-    csr: x509.CertificateSigningRequest, tbs: bytes, spki: bytes | None
+    csr: x509.CertificateSigningRequest, tbs: bytes
 ) -> tuple[bool, ec.EllipticCurvePublicKey | None]:
     """(proof of possession holds, the public key if it was loaded for that, else None).
 
-    ``tbs`` is ``csr.tbs_certrequest_bytes`` (fetched once: each access copies it); ``spki``
-    its canonical P-256 SubjectPublicKeyInfo, or None.
+    ``tbs`` is ``csr.tbs_certrequest_bytes`` (fetched once: each access copies it).
     """
-    oid = csr.signature_algorithm_oid
-    if spki is not None and oid == SignatureAlgorithmOID.ECDSA_WITH_SHA256:
-        answer = pop.verify_p256_sha256(spki[len(_P256_SPKI_PREFIX) - 1 :], csr.signature, tbs)
-        if answer is not None:
-            return answer, None
-    algorithm = _ECDSA.get(oid)
+    algorithm = _ECDSA.get(csr.signature_algorithm_oid)
     if algorithm is not None:
         try:
             public_key = csr.public_key()
@@ -159,21 +152,19 @@ def check_csr(
         tbs = csr.tbs_certrequest_bytes
     except Exception:  # cannot happen for a parsed CSR; then it does not verify, as before
         tbs = b""
-    layout = _layout(tbs)
-    spki = None if layout is None else layout[2]
-    valid, loaded = _signature_valid(csr, tbs, spki)
+    valid, loaded = _signature_valid(csr, tbs)
     if not valid:
         raise PolicyError("CSR signature does not verify: the request was altered or is corrupt")
+    layout = _layout(tbs)
+    spki = None if layout is None else layout[2]
     try:
-        # A canonical P-256 key needs no loading here: the signer uses its SPKI as it is.
-        public_key = loaded if loaded is not None or spki is not None else csr.public_key()
+        public_key = loaded if loaded is not None else csr.public_key()
         subject = _subject(csr, tbs, layout)
     except ValueError as exc:
         raise InputError(f"unreadable CSR content ({exc})") from None
-    if public_key is not None:
-        if not isinstance(public_key, PublicKey.__args__):  # type: ignore[attr-defined]
-            raise PolicyError(f"unsupported CSR key algorithm {type(public_key).__name__}")
-        key_type_of(public_key)
+    if not isinstance(public_key, PublicKey.__args__):  # type: ignore[attr-defined]
+        raise PolicyError(f"unsupported CSR key algorithm {type(public_key).__name__}")
+    key_type_of(public_key)
     if subject.project_slug is not None and subject.project_slug != project_slug:
         raise PolicyError(
             f"CSR subject O={subject.project_slug!r} does not match project {project_slug!r}"
