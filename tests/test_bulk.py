@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fleetpki.bulk import BulkRun, Summary
 from fleetpki.bulk_inputs import CSRSource, device_ids
-from fleetpki.bulk_journal import Journal
+from fleetpki.bulk_journal import MANIFEST_FIELDS, Journal
 from fleetpki.fastsign import device_csr_der, spki_der
 from fleetpki.formats import pem_armor
 from fleetpki.keys import generate_private_key, load_private_key
@@ -340,3 +340,22 @@ def test_journal_line_is_json_dumps_of_the_row(h: Hierarchy, tmp_path: Path, mod
         }
         line = _journal_line(cid, "abc", fingerprint, "2036-02-03T04:05:06Z", source, run.files)
         assert line == json.dumps(row) + "\n"
+
+
+def test_manifest_csv_rows_are_what_csv_writer_writes(tmp_path: Path) -> None:
+    """ManifestStream joins plain rows itself; every row must be csv.writer's text."""
+    import io
+
+    from fleetpki.bulk_journal import ManifestStream
+
+    tricky = ["plain", "a,b", 'say "hi"', "line\nbreak", "cr\rx", "", " lead", "tab\tx", "ü€😀"]
+    rows = [[f"dev-{n}", value, "x"] for n, value in enumerate(tricky)] + [["", ""], ["a", ""]]
+    journal = Journal(tmp_path, "acme", "factory", [])
+    stream = ManifestStream(journal)
+    stream.add([], rows)
+    stream.finish([])
+    expected = io.StringIO(newline="")
+    writer = csv.writer(expected)
+    writer.writerow([*MANIFEST_FIELDS, "ca_chain"])
+    writer.writerows(rows)
+    assert (tmp_path / "manifest.csv").read_bytes() == expected.getvalue().encode()

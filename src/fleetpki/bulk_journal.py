@@ -13,12 +13,14 @@ import contextlib
 import csv
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 JOURNAL = ".journal.jsonl"
 CA_CHAIN = "ca-chain.pem"
+_QUOTE_OR_EOL = re.compile(r'["\r\n]')  # with ",", what makes csv.writer (excel) quote a field
 MANIFEST_FIELDS = ("certificate_id", "serial", "fingerprint_sha256", "not_after", "source")
 
 
@@ -117,7 +119,17 @@ class ManifestStream:
         if rows:
             self._json.write(self._separator + ",\n  ".join(r.rstrip("\n") for r in rows))
             self._separator = ",\n  "
-        self._csv.writerows(manifest)
+        # csv.writer costs ~7 µs a row; a row with nothing to quote is its fields joined.
+        plain: list[str] = []
+        for fields in manifest:
+            line = ",".join(fields)
+            if line.count(",") == len(fields) - 1 > 0 and _QUOTE_OR_EOL.search(line) is None:
+                plain.append(line + "\r\n")
+                continue
+            self._csv_file.write("".join(plain))
+            plain.clear()
+            self._csv.writerow(fields)
+        self._csv_file.write("".join(plain))
 
     def finish(self, failures: list[tuple[str, str]]) -> None:
         """Close the manifests, write failures.csv, and rename them into place."""
