@@ -359,3 +359,49 @@ def test_manifest_csv_rows_are_what_csv_writer_writes(tmp_path: Path) -> None:
     writer.writerow([*MANIFEST_FIELDS, "ca_chain"])
     writer.writerows(rows)
     assert (tmp_path / "manifest.csv").read_bytes() == expected.getvalue().encode()
+
+
+@pytest.mark.parametrize("chunk", [4, 256])
+def test_bulk_issue_repeated_ids_get_one_key_and_one_certificate(
+    h: Hierarchy, tmp_path: Path, chunk: int
+) -> None:
+    """An --id-format that repeats IDs (here n=1, 10 and 11 all give dev-1): the first is
+    issued, the others refused, and dev-1's key file is the key of its certificate."""
+    out = tmp_path / "kits"
+    run = BulkRun(
+        inventory=h.home.inventory,
+        ca=h.intermediate,
+        project="acme",
+        out=out,
+        mode="issue",
+        chunk=chunk,
+    )
+    summary = run.run(device_ids("dev-{n!s:.1}", 12))
+    assert summary.issued == 10
+    assert sorted(summary.failures) == [("dev-1", "certificate ID 'dev-1' is repeated")] * 2
+    key = load_private_key((out / "dev-1.key.der").read_bytes())
+    cert = x509.load_der_x509_certificate((out / "dev-1.crt.der").read_bytes())
+    assert spki_der(cert.public_key()) == spki_der(key.public_key())  # type: ignore[arg-type]
+    assert len(h.home.inventory.find(project="acme", certificate_id="dev-1")) == 1
+
+
+@pytest.mark.parametrize("chunk", [1, 256])
+def test_bulk_sign_same_id_twice_in_one_run(h: Hierarchy, tmp_path: Path, chunk: int) -> None:
+    """Two CSRs for one ID with different keys: one certificate, one refusal."""
+    csrs = tmp_path / "csrs"
+    make_csrs(csrs, "acme", ["dev-a", "dev-b"])
+    write_csr(csrs / "zz-dev-a-again.csr.pem", "acme", "dev-a")
+    run = BulkRun(
+        inventory=h.home.inventory,
+        ca=h.intermediate,
+        project="acme",
+        out=tmp_path / "out",
+        mode="sign",
+        chunk=chunk,
+    )
+    summary = run.run(CSRSource(csrs).items())
+    assert summary.issued == 2 and len(summary.failures) == 1
+    source, reason = summary.failures[0]
+    assert "dev-a" in source and "dev-a" in reason
+    assert "repeated" in reason or "another key" in reason
+    assert len(h.home.inventory.find(project="acme", certificate_id="dev-a")) == 1

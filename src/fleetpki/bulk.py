@@ -338,6 +338,8 @@ class BulkRun:
         issued, refused = results
         for source, reason in refused:
             self._fail(source, reason)
+            if self.mode == "issue":  # an item's source is its ID there; it is settled
+                self._unsettled.discard(source)
         self._pending += issued
         if len(self._pending) >= self._commit_rows:
             self._commit_pending(writers)
