@@ -15,15 +15,16 @@ from sqlalchemy import event
 from fleetpki.errors import FleetPKIError
 
 SQLITE_BUSY_TIMEOUT_S = 60
-SQLITE_CACHE_KIB = 65536
 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite+pysqlite:///{path}"
 
 
-def create_engine(url: str, **kwargs: Any) -> sa.Engine:
+def create_engine(url: str, *, sqlite_cache_kib: int | None = None, **kwargs: Any) -> sa.Engine:
     """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE for writers.
+
+    ``sqlite_cache_kib`` raises SQLite's page cache (2 MiB by default) for each connection.
 
     BEGIN IMMEDIATE takes the write lock at the start of a write transaction, so concurrent
     processes queue instead of failing with "database is locked" half-way through. Reads go
@@ -44,9 +45,8 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # Up to 64 MiB of pages per connection (SQLite's default is 2 MiB): the random-keyed
-        # indexes (serials, fingerprints) of an inventory of millions stay in memory.
-        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        if sqlite_cache_kib is not None:
+            cursor.execute(f"PRAGMA cache_size=-{int(sqlite_cache_kib)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

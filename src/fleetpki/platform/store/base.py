@@ -60,7 +60,9 @@ class StoreBase:
     def __init__(self, url: str) -> None:
         # A database that does not answer must not freeze a device endpoint's event loop for
         # minutes: PostgreSQL connections give up after a few seconds.
-        extra = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
+        extra: dict[str, Any] = (
+            {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
+        )
         self.engine = db.create_engine(url, **extra)
         self.reader = db.reader(self.engine)
         db.upgrade(self.engine, MIGRATIONS, HEAD)
