@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from fleetpki.bulk import BulkRun, Summary
 from fleetpki.bulk_inputs import CSRSource, device_ids
 from fleetpki.bulk_journal import MANIFEST_FIELDS, Journal
+from fleetpki.der import pem_armor
 from fleetpki.fastsign import device_csr_der, spki_der
-from fleetpki.formats import pem_armor
 from fleetpki.keys import generate_private_key, load_private_key
 from fleetpki_testing import Hierarchy, Openssl, RunCli, make_hierarchy, write_csr
 

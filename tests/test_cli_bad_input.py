@@ -95,7 +95,7 @@ def _add_expired_ca(home: Home) -> None:
 
 
 def serialization_pem(der: bytes) -> bytes:
-    from fleetpki.formats import pem_armor
+    from fleetpki.der import pem_armor
 
     return pem_armor("CERTIFICATE REQUEST", der)
 
@@ -434,6 +434,6 @@ def test_der_where_pem_expected_and_vice_versa(inputs: Inputs, tmp_path: Path) -
 
 
 def serialization_pem_cert(der: bytes) -> bytes:
-    from fleetpki.formats import pem_armor
+    from fleetpki.der import pem_armor
 
     return pem_armor("CERTIFICATE", der)

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from fleetpki import formats
 from fleetpki.ca import CertificateAuthority
 from fleetpki.csr import create_csr
+from fleetpki.der import pem_armor
 from fleetpki.errors import InputError
 from fleetpki.keys import generate_private_key, serialize_private_key
 from fleetpki_testing import Openssl
@@ -116,7 +117,7 @@ def test_wrong_kind(objects: dict[str, bytes]) -> None:
 
 
 def test_corrupt_der_inside_pem() -> None:
-    pem = formats.pem_armor("CERTIFICATE", b"\x30\x03\x02\x01\x00")
+    pem = pem_armor("CERTIFICATE", b"\x30\x03\x02\x01\x00")
     with pytest.raises(InputError, match="malformed certificate"):
         formats.load_certificate(pem)
 

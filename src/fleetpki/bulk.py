@@ -45,9 +45,9 @@ from fleetpki.bulk_worker import (
     sign_chunk,
 )
 from fleetpki.ca import CertificateAuthority
+from fleetpki.der import pem_armor
 from fleetpki.errors import ConflictError, FleetPKIError, InputError
 from fleetpki.fastsign import FastCertificate, spki_der, subject_text
-from fleetpki.formats import pem_armor
 from fleetpki.keys import KeyFileSigner, KeyType, load_private_key
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from fleetpki.bulk_inputs import MAX_CSR_BYTES, Item
 from fleetpki.ca import CertificateAuthority
 from fleetpki.csr import check_csr, check_generated_key, create_csr
+from fleetpki.der import pem_armor
 from fleetpki.errors import FleetPKIError
 from fleetpki.fastsign import (
     DeviceTemplate,
@@ -32,7 +33,7 @@ from fleetpki.fastsign import (
     device_csr_der,
     spki_der,
 )
-from fleetpki.formats import load_csr, pem_armor
+from fleetpki.formats import load_csr
 from fleetpki.keys import KeyFileSigner, KeyType, generate_private_key, load_private_key
 from fleetpki.profiles import utcnow
 

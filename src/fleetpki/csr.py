@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from fleetpki.der import P256_SPKI_LENGTH, P256_SPKI_PREFIX, der_bounds
 from fleetpki.errors import InputError, PolicyError
 from fleetpki.keys import PrivateKey, PublicKey, hash_for, key_type_of
 from fleetpki.naming import (
     DeviceName,
-    der_bounds,
     device_subject,
     parse_device_subject,
     parse_simple_device_subject,
@@ -59,8 +59,6 @@ _ECDSA = {
     SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
     SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
 }
-# SPKI of P-256, BIT STRING header, no unused bits, uncompressed point (04 || X || Y).
-_P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010703420004")
 
 
 def _signature_valid(
@@ -101,7 +99,7 @@ def _layout(tbs: bytes) -> tuple[int, int, bytes | None] | None:
     except (IndexError, ValueError):
         return None
     spki: bytes | None = None
-    if spki_end - name_end == 91 and tbs.startswith(_P256_SPKI_PREFIX, name_end):
+    if spki_end - name_end == P256_SPKI_LENGTH and tbs.startswith(P256_SPKI_PREFIX, name_end):
         spki = tbs[name_end:spki_end]  # uncompressed point (65 bytes): as cryptography writes it
     return name_start, name_end, spki
 

@@ -25,15 +25,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fleetpki import profiles
 from fleetpki.ca import CertificateAuthority
 from fleetpki.csr import CheckedRequest
+from fleetpki.der import (
+    OID_COMMON_NAME,
+    OID_ORGANIZATION,
+    P256_SPKI_LENGTH,
+    P256_SPKI_PREFIX,
+    UTF8_STRING,
+    der_bounds,
+    tlv,
+)
 from fleetpki.errors import FleetPKIError
 from fleetpki.keys import KeyFileSigner, PublicKey, Signer
 from fleetpki.naming import device_subject, parse_device_subject
 
 _OID_SKI = bytes.fromhex("0603551d0e")  # 2.5.29.14
-_OID_O = bytes.fromhex("060355040a")  # 2.5.4.10
-_OID_CN = bytes.fromhex("0603550403")  # 2.5.4.3
-# SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING header and its unused-bits octet.
-_P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010703420004")[:-1]
 _ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")  # AlgorithmIdentifier, no parameters
 # IDs of these characters need no RFC 4514 escaping (naming.CERTIFICATE_ID_CHARS).
 _PLAIN_SUBJECT = re.compile(r"[A-Za-z0-9._:@-]+")
@@ -43,54 +48,36 @@ class TemplateError(FleetPKIError):
     """The profile produced something the template cannot reproduce; use the builder."""
 
 
-def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-def _tlv(tag: int, body: bytes) -> bytes:
-    return bytes((tag,)) + _len(len(body)) + body
-
-
 def _children(data: bytes) -> list[bytes]:
     """The encoded child elements of the constructed DER element ``data``."""
-    pos = _header(data, 0)[0]
-    out = []
-    while pos < len(data):
-        _start, end = _header(data, pos)
-        out.append(data[pos:end])
-        pos = end
-    if pos != len(data):
+    try:
+        pos, stop = der_bounds(data, 0, len(data))
+        out = []
+        while pos < stop:
+            _start, end = der_bounds(data, pos, stop)
+            out.append(data[pos:end])
+            pos = end
+    except (IndexError, ValueError):
+        raise TemplateError("malformed DER in the reference certificate") from None
+    if stop != len(data):
         raise TemplateError("malformed DER in the reference certificate")
     return out
 
 
-def _header(data: bytes, pos: int) -> tuple[int, int]:
-    """(content start, element end) of the element at ``pos``."""
-    first = data[pos + 1]
-    if first < 0x80:
-        return pos + 2, pos + 2 + first
-    count = first & 0x7F
-    start = pos + 2 + count
-    return start, start + int.from_bytes(data[pos + 2 : start], "big")
-
-
 def _content(element: bytes) -> bytes:
-    start, end = _header(element, 0)
+    start, end = der_bounds(element, 0, len(element))
     return element[start:end]
 
 
 @functools.lru_cache(maxsize=64)
 def _organization_rdn(project_slug: str) -> bytes:
-    return _tlv(0x31, _tlv(0x30, _OID_O + _tlv(0x0C, project_slug.encode())))
+    return tlv(0x31, tlv(0x30, OID_ORGANIZATION + tlv(UTF8_STRING, project_slug.encode())))
 
 
 def subject_der(project_slug: str, certificate_id: str) -> bytes:
     """DER of ``O=<slug>, CN=<id>`` as ``naming.device_subject`` encodes it (UTF8String)."""
-    cn = _tlv(0x31, _tlv(0x30, _OID_CN + _tlv(0x0C, certificate_id.encode())))
-    return _tlv(0x30, _organization_rdn(project_slug) + cn)
+    cn = tlv(0x31, tlv(0x30, OID_COMMON_NAME + tlv(UTF8_STRING, certificate_id.encode())))
+    return tlv(0x30, _organization_rdn(project_slug) + cn)
 
 
 def subject_text(project_slug: str, certificate_id: str) -> str:
@@ -108,8 +95,8 @@ def spki_der(public_key: PublicKey) -> bytes:
 
 def key_identifier(spki: bytes) -> bytes:
     """SHA-1 of the subjectPublicKey bits: what ``SubjectKeyIdentifier.from_public_key`` yields."""
-    if len(spki) == 91 and spki.startswith(_P256_SPKI_PREFIX):
-        bits = spki[len(_P256_SPKI_PREFIX) :]  # the common case, without parsing
+    if len(spki) == P256_SPKI_LENGTH and spki.startswith(P256_SPKI_PREFIX):
+        bits = spki[len(P256_SPKI_PREFIX) - 1 :]  # 04 || X || Y, the common case, unparsed
     else:
         bits = _content(_children(spki)[1])[1:]
     return hashlib.sha1(bits, usedforsecurity=False).digest()
@@ -133,9 +120,9 @@ def device_csr_der(
             b"\xa0\x00",  # no attributes
         )
     )
-    info = _tlv(0x30, info)
+    info = tlv(0x30, info)
     signature = key.sign(info, ec.ECDSA(hashes.SHA256()))
-    return _tlv(0x30, info + _ECDSA_SHA256 + _tlv(0x03, b"\x00" + signature))
+    return tlv(0x30, info + _ECDSA_SHA256 + tlv(0x03, b"\x00" + signature))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +215,7 @@ class DeviceTemplate:
         # The extensions have a fixed length (the SKI is always 20 bytes): their [3] and
         # SEQUENCE headers are computed once, the SKI bytes spliced between two constants.
         ext_before, ext_after = b"".join(before), b"".join(after)
-        block = _tlv(0xA3, _tlv(0x30, ext_before + ski_prefix + bytes(20) + ext_after))
+        block = tlv(0xA3, tlv(0x30, ext_before + ski_prefix + bytes(20) + ext_after))
         self._ext_head = block[: len(block) - len(ext_after) - 20]
         self._ext_tail = ext_after
         # The self-check: rebuild the reference through the template, compare byte for byte.
@@ -242,7 +229,7 @@ class DeviceTemplate:
         body = b"".join(
             (
                 self._head,
-                _tlv(0x02, serial),
+                tlv(0x02, serial),
                 self._middle,
                 subject_der(project_slug, certificate_id),
                 spki,
@@ -251,7 +238,7 @@ class DeviceTemplate:
                 self._ext_tail,
             )
         )
-        return _tlv(0x30, body)
+        return tlv(0x30, body)
 
     def issue(self, request: CheckedRequest, serial_number: int | None = None) -> FastCertificate:
         """Sign a checked request into a device certificate (DER), as ``ca.issue`` would."""
@@ -259,7 +246,7 @@ class DeviceTemplate:
         spki = request.spki or spki_der(request.public_key)
         tbs = self.tbs(serial_number, request.project_slug, request.certificate_id, spki)
         signature = self._sign(tbs)
-        der = _tlv(0x30, tbs + self._algorithm + _tlv(0x03, b"\x00" + signature))
+        der = tlv(0x30, tbs + self._algorithm + tlv(0x03, b"\x00" + signature))
         return FastCertificate(
             der=der,
             serial_number=serial_number,

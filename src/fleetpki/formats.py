@@ -18,6 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from fleetpki.der import der_bounds, pem_armor
 from fleetpki.errors import InputError
 from fleetpki.keys import PrivateKey, is_encrypted_key, key_type_of
 from fleetpki.naming import read_subject
@@ -65,13 +66,6 @@ class Block:
         return pem_armor(self.label, self.der)
 
 
-def pem_armor(label: str, der: bytes) -> bytes:
-    """Wrap DER in a PEM block with 64-character lines."""
-    body = base64.b64encode(der)
-    lines = b"".join(body[i : i + 64] + b"\n" for i in range(0, len(body), 64))
-    return f"-----BEGIN {label}-----\n".encode() + lines + f"-----END {label}-----\n".encode()
-
-
 def is_pem(data: bytes) -> bool:
     return b"-----BEGIN " in data[:4096] or data.lstrip()[:11] == b"-----BEGIN "
 
@@ -98,28 +92,15 @@ def pem_blocks(data: bytes) -> list[Block]:
     return blocks
 
 
-def _der_header(data: bytes, offset: int) -> tuple[int, int, int]:
-    """(tag, content start, content length) of the DER element at ``offset``."""
-    tag = data[offset]
-    first = data[offset + 1]
-    if first < 0x80:
-        return tag, offset + 2, first
-    count = first & 0x7F
-    if count == 0 or count > 4:
-        raise ValueError("bad DER length")
-    length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
-    return tag, offset + 2 + count, length
-
-
 def _der_key_label(der: bytes) -> str | None:
     """The PEM label of a DER private/public key, from its ASN.1 shape; None if not a key."""
     try:
-        tag, start, length = _der_header(der, 0)
-        if tag != 0x30 or start + length != len(der):
+        start, end = der_bounds(der, 0, len(der))
+        if der[0] != 0x30 or end != len(der):
             return None
-        t1, s1, l1 = _der_header(der, start)
-        t2, _, _ = _der_header(der, s1 + l1)
-        version = int.from_bytes(der[s1 : s1 + l1], "big") if t1 == 0x02 else None
+        s1, e1 = der_bounds(der, start, end)
+        t1, t2 = der[start], der[e1]
+        version = int.from_bytes(der[s1:e1], "big") if t1 == 0x02 else None
     except (IndexError, ValueError):
         return None
     if t1 == 0x30 and t2 == 0x04:

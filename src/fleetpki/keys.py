@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from fleetpki.der import pem_armor, tlv
 from fleetpki.errors import InputError, PassphraseError
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -124,17 +125,6 @@ class KeyFileSigner(Signer):
 # --- serialization ---------------------------------------------------------------------------
 
 
-def _der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def _tlv(tag: int, body: bytes) -> bytes:
-    return bytes([tag]) + _der_len(len(body)) + body
-
-
 def _oid(dotted: str) -> bytes:
     parts = [int(p) for p in dotted.split(".")]
     out = bytearray([40 * parts[0] + parts[1]])
@@ -145,15 +135,15 @@ def _oid(dotted: str) -> bytes:
             chunk.append(0x80 | (part & 0x7F))
             part >>= 7
         out.extend(reversed(chunk))
-    return _tlv(0x06, bytes(out))
+    return tlv(0x06, bytes(out))
 
 
 def _int(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+    return tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
 def _seq(*items: bytes) -> bytes:
-    return _tlv(0x30, b"".join(items))
+    return tlv(0x30, b"".join(items))
 
 
 def encrypt_pkcs8(key: PrivateKey, passphrase: bytes, iterations: int = KDF_ITERATIONS) -> bytes:
@@ -171,30 +161,16 @@ def encrypt_pkcs8(key: PrivateKey, passphrase: bytes, iterations: int = KDF_ITER
     encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
     encrypted = encryptor.update(padded) + encryptor.finalize()
     pbkdf2_params = _seq(
-        _tlv(0x04, salt), _int(iterations), _seq(_oid("1.2.840.113549.2.9"), b"\x05\x00")
+        tlv(0x04, salt), _int(iterations), _seq(_oid("1.2.840.113549.2.9"), b"\x05\x00")
     )
     algorithm = _seq(
         _oid("1.2.840.113549.1.5.13"),
         _seq(
             _seq(_oid("1.2.840.113549.1.5.12"), pbkdf2_params),
-            _seq(_oid("2.16.840.1.101.3.4.1.42"), _tlv(0x04, iv)),
+            _seq(_oid("2.16.840.1.101.3.4.1.42"), tlv(0x04, iv)),
         ),
     )
-    return _seq(algorithm, _tlv(0x04, encrypted))
-
-
-def _pem(label: str, der: bytes) -> bytes:
-    import base64
-
-    body = base64.encodebytes(der).replace(b"\n", b"")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    return b"".join(
-        [
-            f"-----BEGIN {label}-----\n".encode(),
-            *(ln + b"\n" for ln in lines),
-            f"-----END {label}-----\n".encode(),
-        ]
-    )
+    return _seq(algorithm, tlv(0x04, encrypted))
 
 
 def serialize_private_key(
@@ -210,7 +186,7 @@ def serialize_private_key(
     """
     if passphrase is not None:
         blob = encrypt_pkcs8(key, passphrase, iterations)
-        return blob if der else _pem("ENCRYPTED PRIVATE KEY", blob)
+        return blob if der else pem_armor("ENCRYPTED PRIVATE KEY", blob)
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
     return key.private_bytes(
         encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -10,6 +10,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from fleetpki.der import OID_COMMON_NAME, OID_ORGANIZATION, UTF8_STRING, der_bounds
 from fleetpki.errors import InputError
 
 SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -114,27 +115,6 @@ def parse_device_subject(name: x509.Name) -> DeviceName:
     )
 
 
-_OID_O = b"\x06\x03\x55\x04\x0a"  # 2.5.4.10
-_OID_CN = b"\x06\x03\x55\x04\x03"  # 2.5.4.3
-_UTF8_STRING = 0x0C  # what create_csr and openssl req write; other types take the slow path
-
-
-def der_bounds(data: bytes, pos: int, limit: int) -> tuple[int, int]:
-    """(content start, element end) of the DER element at ``pos``; raises ValueError."""
-    if pos + 2 > limit:
-        raise ValueError("truncated")
-    first = data[pos + 1]
-    if first < 0x80:
-        start, end = pos + 2, pos + 2 + first
-    else:
-        count = first & 0x7F
-        start = pos + 2 + count
-        end = start + int.from_bytes(data[pos + 2 : start], "big")
-    if end > limit:
-        raise ValueError("element overruns its parent")
-    return start, end
-
-
 def parse_simple_device_subject(name: bytes, start: int, end: int) -> DeviceName | None:
     """O and CN from the DER Name at ``name[start:end]``, or None for anything unusual.
 
@@ -156,10 +136,10 @@ def parse_simple_device_subject(name: bytes, start: int, end: int) -> DeviceName
                 return None
             body, atv_end = der_bounds(name, atv, rdn_end)
             oid = name[body : body + 5]
-            if atv_end != rdn_end or oid not in (_OID_O, _OID_CN) or oid in found:
+            if atv_end != rdn_end or oid not in (OID_ORGANIZATION, OID_COMMON_NAME) or oid in found:
                 return None
             value = body + 5
-            if name[value] != _UTF8_STRING:
+            if name[value] != UTF8_STRING:
                 return None
             text, value_end = der_bounds(name, value, atv_end)
             if value_end != atv_end:
@@ -170,4 +150,6 @@ def parse_simple_device_subject(name: bytes, start: int, end: int) -> DeviceName
             return None
     except (IndexError, ValueError):  # UnicodeDecodeError included
         return None
-    return DeviceName(project_slug=found.get(_OID_O), certificate_id=found.get(_OID_CN))
+    return DeviceName(
+        project_slug=found.get(OID_ORGANIZATION), certificate_id=found.get(OID_COMMON_NAME)
+    )
