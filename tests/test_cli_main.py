@@ -12,6 +12,23 @@ from fleetpki_testing import RunCli
     [
         (("ca", "init", "--name", "x", "--days", "0"), "--days"),
         (("ca", "init", "--name", "x", "--key-type", "ed25519"), "--key-type"),
+        (
+            (
+                "bulk",
+                "issue",
+                "--count",
+                "1",
+                "--ca",
+                "x",
+                "--project",
+                "p",
+                "--out",
+                "o",
+                "--key-type",
+                "ed25519",
+            ),
+            "--key-type",
+        ),
         (("no-such-command",), "No such command"),
         (("ca", "init"), "Missing option '--name'"),
         (("sign", "--ca", "x"), "Missing"),

@@ -43,6 +43,7 @@ from fleetpki.bulk_worker import (
     issue_chunk,
     put,
     sign_chunk,
+    to_wire,
 )
 from fleetpki.ca import CertificateAuthority
 from fleetpki.der import pem_armor
@@ -435,20 +436,7 @@ class BulkRun:
         return when
 
     def _record_of(self, cert: FastCertificate) -> IssuedRecord:
-        from fleetpki.inventory import IssuedRecord
-
-        return IssuedRecord(
-            cert.serial_hex,
-            "device",
-            cert.project_slug,
-            cert.certificate_id,
-            subject_text(cert.project_slug, cert.certificate_id),
-            self.ca.name,
-            cert.not_before,
-            cert.not_after,
-            cert.fingerprint(),
-            cert.der,
-        )
+        return self._record(to_wire("", cert))
 
     def _commit(self, new: list[Outcome]) -> list[tuple[str, IssuedRecord]]:
         """Record ``new`` in one transaction; on a clash, one by one. Returns what is recorded."""

@@ -18,6 +18,7 @@ from fleetpki.cli.common import (
     open_home,
     print_json,
 )
+from fleetpki.keys import KeyType
 
 app = typer.Typer(
     help="Bulk issuance on all cores: resumable, with a manifest of what was issued.",
@@ -43,7 +44,7 @@ def _run(
     json_output: bool,
     items: Iterable[Any],
     total: int | Callable[[], int],
-    key_type: str = "p256",
+    key_type: KeyType = KeyType.P256,
 ) -> None:
     from rich.progress import (
         BarColumn,
@@ -55,7 +56,6 @@ def _run(
     )
 
     from fleetpki.bulk import BulkRun
-    from fleetpki.keys import KeyType
     from fleetpki.naming import validate_project_slug
 
     validate_project_slug(project)
@@ -69,7 +69,7 @@ def _run(
         mode=mode,
         days=days,
         workers=workers,
-        key_type=KeyType(key_type),
+        key_type=key_type,
     )
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -168,7 +168,7 @@ def issue(
     ca: str = CaOption,
     project: str = ProjectOption,
     out: Path = OutOption,
-    key_type: str = typer.Option("p256", "--key-type", help="p256, p384, rsa2048 or rsa3072."),
+    key_type: KeyType = typer.Option(KeyType.P256, "--key-type", help="Device key type."),
     days: int | None = DaysOption,
     workers: int | None = WorkersOption,
     passphrase_file: Path | None = PassphraseFileOption,
@@ -184,10 +184,8 @@ def issue(
     --project acme --out kits/
     """
     from fleetpki.bulk_inputs import check_id_format, device_ids
-    from fleetpki.keys import generate_private_key
 
     check_id_format(id_format, count, start)
-    generate_private_key(key_type)  # refuses an unknown key type before any work
     _run(
         mode="issue",
         ca=ca,
