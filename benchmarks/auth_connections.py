@@ -78,7 +78,7 @@ def make_pki(folder: Path, count: int) -> tuple[Path, list[tuple[str, str]]]:
     pairs = []
     for index in range(count):
         key = generate_private_key()
-        cert = root.issue(CheckedRequest(key.public_key(), "bench", f"bench-{index:05d}"))
+        cert = root.issue(CheckedRequest("bench", f"bench-{index:05d}", key=key.public_key()))
         cert_file, key_file = folder / f"d{index}.crt", folder / f"d{index}.key"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_file.write_bytes(
