@@ -8,6 +8,7 @@ need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v coap-client-openssl >/dev/null || need_apt+=(libcoap3-bin)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)   # console browser tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt)"

@@ -46,6 +46,7 @@ class _Verified:
     certificate_id: str
     not_before: dt.datetime  # the path is valid from the latest notBefore ...
     not_after: dt.datetime  # ... to the earliest notAfter
+    leaf_issuer: str  # for the auth event, without formatting the name again on the hot path
 
 
 class PlatformAuthenticator:
@@ -64,14 +65,17 @@ class PlatformAuthenticator:
     ) -> DeviceIdentity | Refusal:
         """Run the pipeline and record the attempt; never raises for a bad chain."""
         now = dt.datetime.now(dt.UTC)
-        project_id = certificate_id = serial = None
-        device_id = None
+        project_id = certificate_id = serial = issuer = None
+        device_id = not_after = None
         try:
             if presented is None:
                 raise _Refused("no client certificate")
             serial = f"{presented.leaf.serial_number:x}"
+            not_after = presented.leaf.not_valid_after_utc
             key = (presented.leaf, *presented.intermediates)
-            identity = self._known(key, now)
+            hit = self._verified.get(key)
+            issuer = hit.leaf_issuer if hit is not None else presented.leaf.issuer.rfc4514_string()
+            identity = self._known(hit, now)
             if identity is None:
                 try:
                     name = parse_device_subject(presented.leaf.subject)
@@ -101,15 +105,16 @@ class PlatformAuthenticator:
                 "transport": transport[:16],
                 "peer": peer[:100],
                 "device_id": device_id,
+                "issuer": issuer[:1000] if issuer is not None else None,
+                "not_after": not_after,
             },
             seen_device=device_id if isinstance(result, DeviceIdentity) else None,
         )
         return result
 
-    def _known(self, key: tuple[x509.Certificate, ...], now: dt.datetime) -> DeviceIdentity | None:
+    def _known(self, hit: _Verified | None, now: dt.datetime) -> DeviceIdentity | None:
         """The hot path: a chain verified before against the project's current trust set, of an
         enabled device in the cache; None sends the attempt down the whole pipeline."""
-        hit = self._verified.get(key)
         if hit is None or not hit.not_before <= now <= hit.not_after:
             return None
         if self.trust.project(hit.project_id) is not hit.trust:
@@ -149,6 +154,7 @@ class PlatformAuthenticator:
             certificate_id,
             max(c.not_valid_before_utc for c in path.certificates),
             min(c.not_valid_after_utc for c in path.certificates),
+            presented.leaf.issuer.rfc4514_string(),
         )
         device = self._device(project_id, certificate_id)
         if not device.enabled:

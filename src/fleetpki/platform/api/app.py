@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
@@ -93,7 +94,8 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
     """The FastAPI app over ``platform``; ``admin_key=None`` disables admin calls."""
     store = platform.store
     admin_digest = hashlib.sha256(admin_key.encode()).digest() if admin_key else None
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc from files in the fastapi-offline package, not a CDN.
+    app: FastAPI = FastAPIOffline(
         title="fleetpki platform management API",
         version=__version__,
         description="Projects, CA certificates, devices and auth events. "
@@ -172,10 +174,30 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
         who.require_project(projectId)
         return {"data": store.get_project(projectId)}
 
+    @app.delete("/v1/projects/{projectId}", status_code=204, tags=["projects"])
+    def delete_project(projectId: str, who: Auth) -> Response:
+        """Delete a project and everything in it (admin only); its devices are refused at once."""
+        who.require_admin()
+        store.delete_project(projectId)
+        return Response(status_code=204)
+
     @app.post("/v1/projects/{projectId}/apikeys", status_code=201, tags=["projects"])
     def create_api_key(projectId: str, who: Auth) -> dict[str, Any]:
         who.require_admin()
         return {"data": store.create_api_key(projectId)}
+
+    @app.get("/v1/projects/{projectId}/apikeys", tags=["projects"])
+    def list_api_keys(projectId: str, who: Auth) -> dict[str, Any]:
+        """The project's API keys: id and creation time (the keys themselves are not kept)."""
+        items = store.list_api_keys(project(projectId, who))
+        return {"list": items, "total": len(items)}
+
+    @app.delete("/v1/projects/{projectId}/apikeys/{keyId}", status_code=204, tags=["projects"])
+    def revoke_api_key(projectId: str, keyId: str, who: Auth) -> Response:
+        """Revoke an API key (admin only): it stops working, and its console sessions end."""
+        who.require_admin()
+        store.revoke_api_key(project(projectId, who), keyId)
+        return Response(status_code=204)
 
     # -- CA certificates and CRLs ------------------------------------------------------------
 
@@ -215,6 +237,11 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
     def upload_crl(projectId: str, body: CrlIn, who: Auth) -> dict[str, Any]:
         data = _b64(body.crlFile, "crlFile")
         return {"data": store.upload_crl(project(projectId, who), data)}
+
+    @app.get("/v1/projects/{projectId}/crls", tags=["certificates"])
+    def list_crls(projectId: str, who: Auth) -> dict[str, Any]:
+        items = store.list_crls(project(projectId, who))
+        return {"list": items, "total": len(items)}
 
     # -- devices ----------------------------------------------------------------------------
 
@@ -259,6 +286,7 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
         deviceId: str | None = None,
         transport: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before: Annotated[int | None, Query(ge=1, description="older than this event id")] = None,
     ) -> dict[str, Any]:
         items = store.list_auth_events(
             project(projectId, who),
@@ -267,6 +295,7 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
             device_id=deviceId,
             transport=transport,
             limit=limit,
+            before=before,
         )
         return {"list": items, "total": len(items)}
 
@@ -292,5 +321,14 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    from fleetpki.platform.console import create_console
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/console", include_in_schema=False)
+    def to_console(request: Request) -> Response:
+        return RedirectResponse(request.url_for("console", path="/").path, status_code=307)
+
+    app.mount("/console", create_console(platform, admin_key), name="console")  # MOUNT_NAME
 
     return app

@@ -25,13 +25,16 @@ from fleetpki.platform.store.base import (
     validate_device_name,
 )
 from fleetpki.platform.store.cas import certificate_content, parse_ca_upload
-from fleetpki.platform.store.devices import MAX_STATE_BYTES, DeviceStore
+from fleetpki.platform.store.devices import MAX_STATE_BYTES, DevicePage, DeviceStore
 from fleetpki.platform.store.schema import ca_certificates, crls, projects
+from fleetpki.platform.store.sessions import ConsoleSession, SessionStore
 
 __all__ = [
     "HEAD",
     "MAX_STATE_BYTES",
     "MIGRATIONS",
+    "ConsoleSession",
+    "DevicePage",
     "Store",
     "hash_api_key",
     "new_id",
@@ -40,7 +43,7 @@ __all__ = [
 ]
 
 
-class Store(DeviceStore):
+class Store(DeviceStore, SessionStore):
     """All platform data behind one SQLAlchemy engine."""
 
     # -- CA certificates and CRLs ------------------------------------------------------------
@@ -121,6 +124,13 @@ class Store(DeviceStore):
 
     def get_ca(self, project_id: str, ca_id: str) -> dict[str, Any]:
         """One CA certificate object; raises NotFoundError."""
+        return self._ca_object(self._ca_row(project_id, ca_id))
+
+    def get_ca_certificate(self, project_id: str, ca_id: str) -> x509.Certificate:
+        """The stored CA certificate itself (to decode or download); raises NotFoundError."""
+        return x509.load_der_x509_certificate(self._ca_row(project_id, ca_id)["der"])
+
+    def _ca_row(self, project_id: str, ca_id: str) -> Any:
         with self.reader.connect() as conn:
             row = (
                 conn.execute(
@@ -133,7 +143,7 @@ class Store(DeviceStore):
             )
         if row is None:
             raise NotFoundError(f"no CA certificate {ca_id[:40]!r} in project {project_id!r}")
-        return self._ca_object(row)
+        return row
 
     def set_ca_enabled(self, project_id: str, ca_id: str, enabled: bool) -> dict[str, Any]:
         """Enable or disable a CA certificate; raises NotFoundError."""
@@ -188,6 +198,31 @@ class Store(DeviceStore):
             self._bump(conn, "trust")
         self._changed()
         return {"id": crl_id, "issuer": crl.issuer.rfc4514_string(), "revoked": len(crl)}
+
+    def list_crls(self, project_id: str) -> list[dict[str, Any]]:
+        """The project's CRLs, oldest upload first: issuer, thisUpdate, nextUpdate, entries."""
+        self.get_project(project_id)
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                sa.select(crls.c.id, crls.c.der, crls.c.created_at)
+                .where(crls.c.project_id == project_id)
+                .order_by(crls.c.created_at, crls.c.id)
+            ).all()
+        items = []
+        for row in rows:
+            crl = x509.load_der_x509_crl(row.der)
+            items.append(
+                {
+                    "id": row.id,
+                    "projectId": project_id,
+                    "issuer": crl.issuer.rfc4514_string(),
+                    "thisUpdate": iso_time(crl.last_update_utc),
+                    "nextUpdate": iso_time(crl.next_update_utc),
+                    "entries": len(crl),
+                    "createdAt": iso_time(row.created_at),
+                }
+            )
+        return items
 
     def trust_anchors(self, project_id: str) -> list[tuple[str, x509.Certificate, bool]]:
         """Every CA certificate of the project as (id, certificate, enabled)."""

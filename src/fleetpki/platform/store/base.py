@@ -16,10 +16,16 @@ import sqlalchemy as sa
 from fleetpki import db
 from fleetpki.errors import ConflictError, InputError, NotFoundError
 from fleetpki.naming import validate_project_slug
-from fleetpki.platform.store.schema import api_keys, counters, projects
+from fleetpki.platform.store.schema import (
+    api_keys,
+    auth_events,
+    console_sessions,
+    counters,
+    projects,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "p0001"
+HEAD = "p0002"
 API_KEY_PREFIX = "fpk_"
 MAX_NAME = 100
 
@@ -143,16 +149,67 @@ class StoreBase:
 
     def project_for_api_key(self, key: str) -> str | None:
         """The project an API key belongs to, or None."""
+        found = self.api_key_of(key)
+        return None if found is None else found[1]
+
+    def api_key_of(self, key: str) -> tuple[str, str] | None:
+        """(key id, project) of an API key, or None when no such key exists (or it was revoked)."""
         digest = hash_api_key(key)
         with self.reader.connect() as conn:
             row = conn.execute(
-                sa.select(api_keys.c.project_id, api_keys.c.key_hash).where(
+                sa.select(api_keys.c.id, api_keys.c.project_id, api_keys.c.key_hash).where(
                     api_keys.c.key_hash == digest
                 )
             ).first()
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
-        return str(row.project_id)
+        return str(row.id), str(row.project_id)
+
+    def list_api_keys(self, project_id: str) -> list[dict[str, Any]]:
+        """The project's API keys (id and creation time; the keys themselves are not kept)."""
+        self.get_project(project_id)
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                sa.select(api_keys.c.id, api_keys.c.created_at)
+                .where(api_keys.c.project_id == project_id)
+                .order_by(api_keys.c.created_at, api_keys.c.id)
+            ).all()
+        return [
+            {"id": r.id, "projectId": project_id, "createdAt": iso_time(r.created_at)} for r in rows
+        ]
+
+    def revoke_api_key(self, project_id: str, key_id: str) -> None:
+        """Delete an API key and end its console sessions, at once; raises NotFoundError."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                api_keys.delete().where(
+                    api_keys.c.project_id == project_id, api_keys.c.id == key_id
+                )
+            ).rowcount
+            if done:
+                # The foreign key cascades too; said here so it holds whatever the database.
+                conn.execute(
+                    console_sessions.delete().where(console_sessions.c.api_key_id == key_id)
+                )
+                self._bump(conn, "trust")
+        if not done:
+            raise NotFoundError(f"no API key {key_id[:40]!r} in project {project_id!r}")
+        self._changed()
+
+    def delete_project(self, project_id: str) -> None:
+        """Delete a project with everything in it (CAs, CRLs, devices, keys, sessions, events).
+
+        Raises NotFoundError.
+        """
+        with self.engine.begin() as conn:
+            # The foreign keys cascade; auth events name their project without one.
+            conn.execute(auth_events.delete().where(auth_events.c.project_id == project_id))
+            done = conn.execute(projects.delete().where(projects.c.id == project_id)).rowcount
+            if done:
+                self._bump(conn, "trust", "devices")
+        if not done:
+            raise NotFoundError(f"no project {project_id[:63]!r}")
+        self._changed()
 
     def add_flusher(self, flush: Callable[[], None]) -> None:
         """Call ``flush`` before reading events or devices (pending writes of this process)."""

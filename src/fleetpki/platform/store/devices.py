@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,47 @@ from fleetpki.platform.store.base import StoreBase, iso_time, new_id, utcnow, va
 from fleetpki.platform.store.schema import auth_events, devices
 
 MAX_STATE_BYTES = 8192
+# Device search: the field searched is also the order and the keyset (unique in a project).
+SEARCH_FIELDS = {"name": devices.c.name, "certificateId": devices.c.certificate_id}
+_PREFIX_END = "\U0010ffff"  # the largest code point: prefix <= value < prefix + this
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePage:
+    """One page of a device search; ``after``/``before`` are the keys for the next/previous."""
+
+    items: list[dict[str, Any]]
+    total: int
+    after: str | None
+    before: str | None
+
+
+def device_search_query(
+    dialect: str,
+    project_id: str,
+    *,
+    by: str = "name",
+    prefix: str = "",
+    after: str | None = None,
+    before: str | None = None,
+) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
+    """(the filtered select without keyset, order or limit; the sort key) of a device search.
+
+    Comparisons are byte-wise (SQLite BINARY, PostgreSQL "C"), so a prefix is a range of one
+    index: ``(project_id, name)`` or ``(project_id, certificate_id)``. Raises InputError.
+    """
+    if by not in SEARCH_FIELDS:
+        raise InputError(f"search by 'name' or 'certificateId', not {by[:20]!r}")
+    column = SEARCH_FIELDS[by]
+    key: sa.ColumnElement[Any] = column.collate("C") if dialect == "postgresql" else column
+    query = sa.select(devices).where(devices.c.project_id == project_id, column.is_not(None))
+    if prefix:
+        query = query.where(key >= prefix, key < prefix + _PREFIX_END)
+    if after is not None:
+        query = query.where(key > after)
+    if before is not None:
+        query = query.where(key < before)
+    return query, key
 
 
 def insert_device(
@@ -69,6 +111,51 @@ class DeviceStore(StoreBase):
                 .offset(offset)
             ).mappings()
             return [self.device_object(r) for r in rows], int(total.scalar() or 0)
+
+    def search_devices(
+        self,
+        project_id: str,
+        *,
+        by: str = "name",
+        prefix: str = "",
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> DevicePage:
+        """Devices whose name (or certificate ID) starts with ``prefix``, in byte order, one page
+        after the key ``after`` (or before ``before``): index range scans, however many devices.
+
+        Raises NotFoundError (project), InputError (``by``).
+        """
+        self.get_project(project_id)
+        self._flush()
+        limit = max(1, min(limit, 1000))
+        dialect = self.engine.dialect.name
+        query, key = device_search_query(
+            dialect, project_id, by=by, prefix=prefix, after=after, before=before
+        )
+        counted, _ = device_search_query(dialect, project_id, by=by, prefix=prefix)
+        backwards = before is not None and after is None
+        query = query.order_by(key.desc() if backwards else key).limit(limit + 1)
+        with self.reader.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(counted.subquery())
+            ).scalar()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if backwards:
+            rows.reverse()
+        field = SEARCH_FIELDS[by].name
+        keys = [str(r[field]) for r in rows]
+        has_next = more if not backwards else bool(rows)
+        has_prev = more if backwards else after is not None and bool(rows)
+        return DevicePage(
+            [self.device_object(r) for r in rows],
+            int(total or 0),
+            keys[-1] if has_next and keys else None,
+            keys[0] if has_prev and keys else None,
+        )
 
     def get_device(self, project_id: str, device_id: str) -> dict[str, Any]:
         """One device; raises NotFoundError."""
@@ -193,10 +280,12 @@ class DeviceStore(StoreBase):
         transport: str | None = None,
         limit: int = 100,
         all_projects: bool = False,
+        before: int | None = None,
     ) -> list[dict[str, Any]]:
         """Auth events of a project (None: attempts that named no project), newest first.
 
-        ``all_projects`` lists every attempt, whatever project it named (for the admin).
+        ``all_projects`` lists every attempt, whatever project it named (for the admin);
+        ``before`` (an event id) gives the page of older events.
         """
         self._flush()
         column = auth_events.c.project_id
@@ -211,6 +300,8 @@ class DeviceStore(StoreBase):
         ):
             if value is not None:
                 query = query.where(column == value)
+        if before is not None:
+            query = query.where(auth_events.c.id < before)
         query = query.order_by(auth_events.c.id.desc()).limit(max(1, min(limit, 1000)))
         with self.reader.connect() as conn:
             rows = conn.execute(query).mappings().all()
@@ -229,4 +320,6 @@ def _event_object(row: Any) -> dict[str, Any]:
         "transport": row["transport"],
         "peer": row["peer"],
         "deviceId": row["device_id"],
+        "issuer": row["issuer"],
+        "notAfter": iso_time(row["not_after"]),
     }

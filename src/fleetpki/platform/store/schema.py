@@ -93,7 +93,43 @@ auth_events = sa.Table(
     sa.Column("transport", sa.String(16), nullable=False),
     sa.Column("peer", sa.String(100), nullable=False),
     sa.Column("device_id", sa.String(32), nullable=True),
+    # The presented leaf's issuer and notAfter: the device page's "last presented certificate".
+    sa.Column("issuer", sa.Text, nullable=True),
+    sa.Column("not_after", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_auth_events_project_id", "project_id", "id"),
+    sa.Index("ix_auth_events_device", "device_id", "id"),
+    sa.Index("ix_auth_events_certificate", "project_id", "certificate_id", "id"),
+)
+
+# Device search and keyset pagination compare names byte by byte: SQLite's BINARY collation
+# (the unique indexes above serve it), PostgreSQL's "C" collation (these indexes serve it).
+for _column in ("name", "certificate_id"):
+    sa.Index(
+        f"ix_devices_{_column}_c", devices.c.project_id, devices.c[_column].collate("C")
+    ).ddl_if(dialect="postgresql")
+
+# Console sign-ins: the cookie holds a random token, the table only its SHA-256.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # SHA-256 hex of the cookie's token
+    sa.Column(
+        "api_key_id",
+        sa.String(32),
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column(
+        "project_id",
+        sa.String(63),
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column("admin_tag", sa.String(64), nullable=True),  # HMAC(admin key, token): admin only
+    _created_at(),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),  # idle deadline
+    sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),  # absolute deadline
+    sa.Index("ix_console_sessions_expires", "expires_at"),
 )
 
 # Change counters: every instance polls these to know when its caches are stale.
