@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,7 @@ class ServeProcess:
         *,
         workers: int = 1,
         coaps_port: int | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         import subprocess
         import sys
@@ -174,6 +176,7 @@ class ServeProcess:
             *(["--coaps", f"127.0.0.1:{coaps_port}"] if coaps_port else ["--no-coaps"]),
             "--workers",
             str(workers),
+            *args,
         ]
         if db_url:
             cmd += ["--db", db_url]
@@ -213,8 +216,42 @@ class ServeProcess:
             if self.proc.poll() is None:
                 self.proc.kill()
 
+    def output(self) -> str:
+        """Everything the process printed (stdout and stderr); call after ``stop``."""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        return "\n".join([*self.lines, self.proc.stdout.read(), self.proc.stderr.read()])
+
     def __enter__(self) -> ServeProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def curl_whoami(
+    server: ServeProcess, files: tuple[Path, Path], path: str = "/v1/device/whoami"
+) -> tuple[int, str]:
+    """A device request by curl over real mTLS: (HTTP status, body)."""
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            str(server.server_ca),
+            "--cert",
+            str(files[0]),
+            "--key",
+            str(files[1]),
+            "-w",
+            "\n%{http_code}",
+            f"https://localhost:{server.https_port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    body, _, status = out.stdout.rpartition("\n")
+    return int(status), body

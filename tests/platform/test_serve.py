@@ -8,33 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from platform_testing import PKI, ServeProcess, issue, pem
-
-
-def curl_whoami(server: ServeProcess, files: tuple[Path, Path]) -> tuple[int, str]:
-    out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--cacert",
-            str(server.server_ca),
-            "--cert",
-            str(files[0]),
-            "--key",
-            str(files[1]),
-            "-w",
-            "\n%{http_code}",
-            f"https://localhost:{server.https_port}/v1/device/whoami",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
-    body, _, status = out.stdout.rpartition("\n")
-    return int(status), body
+from platform_testing import PKI, ServeProcess, curl_whoami, issue, pem
 
 
 def wait_for(predicate: object, timeout: float = 5.0) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -16,6 +17,16 @@ from fleetpki.platform.store.cas import CERT_TYPES
 
 SECTION = "certificates"
 _PEM, _DER = Encoding.PEM, Encoding.DER
+
+
+def _attributes(name: x509.Name) -> list[tuple[str, str]]:
+    """(short name, value) of each attribute, values as they are (the page escapes them)."""
+    shown = []
+    for attribute in name:
+        value = attribute.value
+        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        shown.append((attribute.rfc4514_attribute_name, text))
+    return shown
 
 
 def router(console: Console) -> APIRouter:
@@ -92,6 +103,7 @@ def router(console: Console) -> APIRouter:
         return console.render(
             request, "certificate.html", visitor=visitor, project=found, section=SECTION, ca=ca,
             decoded=decoded, pem=cert.public_bytes(_PEM).decode(),
+            names={"Subject": _attributes(cert.subject), "Issuer": _attributes(cert.issuer)},
         )  # fmt: skip
 
     @routes.get("/p/{project}/certificates/{ca_id}/download", name="certificate_download")
