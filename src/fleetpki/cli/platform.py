@@ -27,7 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 project_app = typer.Typer(help="Projects (admin key).", no_args_is_help=True)
-apikey_app = typer.Typer(help="Per-project API keys (admin key).", no_args_is_help=True)
+apikey_app = typer.Typer(
+    help="Per-project API keys (create and revoke: admin key).", no_args_is_help=True
+)
 ca_app = typer.Typer(help="CA certificates of a project.", no_args_is_help=True)
 device_app = typer.Typer(help="Devices of a project.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
@@ -132,6 +134,50 @@ def project_list(json_output: bool = JsonOption) -> None:
     """List projects. Example: fleetpki platform project list --json"""
     data = CLIENT.call("GET", "/v1/projects")
     _show(data, json_output, [f"{p['id']}  {p['name']}" for p in data["list"]])
+
+
+@project_app.command("delete")
+def project_delete(
+    slug: str = typer.Argument(..., help="Project slug."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: everything in the project goes."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Delete a project with its CA certificates, CRLs, devices, API keys and events (admin key).
+
+    Example: fleetpki platform project delete acme --yes
+    """
+    if not yes:
+        raise typer.BadParameter(
+            f"deleting {slug!r} removes its CAs, devices, keys and events: add --yes",
+            param_hint="--yes",
+        )
+    CLIENT.call("DELETE", f"/v1/projects/{slug}")
+    _show({"deleted": slug}, json_output, [f"project {slug} deleted"])
+
+
+@apikey_app.command("list")
+def apikey_list(project: str = ProjectOption, json_output: bool = JsonOption) -> None:
+    """List a project's API keys (id and creation time; keys are not kept).
+
+    Example: fleetpki platform apikey list --project acme --json
+    """
+    data = CLIENT.call("GET", f"/v1/projects/{project}/apikeys")
+    lines = [f"{k['id']}  created {k['createdAt']}" for k in data["list"]]
+    _show(data, json_output, lines or ["no API keys"])
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key_id: str = typer.Argument(..., help="Key ID (from apikey list)."),
+    project: str = ProjectOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Revoke an API key (admin key): it stops working at once, its console sessions end.
+
+    Example: fleetpki platform apikey revoke 4f1c... --project acme
+    """
+    CLIENT.call("DELETE", f"/v1/projects/{project}/apikeys/{key_id}")
+    _show({"revoked": key_id}, json_output, [f"API key {key_id} revoked"])
 
 
 @apikey_app.command("create")

@@ -56,7 +56,8 @@ class Site:
         body = {"certFile": base64.b64encode(pem).decode()}
         response = self.api("POST", f"/v1/projects/{slug}/certificates", body, key)
         assert response.status_code == 201, response.text
-        return str(response.json()["data"]["id"])
+        answer = response.json()
+        return str((answer["data"] if "data" in answer else answer["list"][0])["id"])
 
     def sql(self, statement: str, **params: Any) -> None:
         """Run SQL on the platform's SQLite file (to age a session past its deadline)."""

@@ -24,10 +24,12 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
-def show_time(value: str | None) -> str:
+def show_time(value: str | None, seconds: bool = False) -> str:
     """``2026-12-01 21:37 UTC`` (or an em dash when there is no time)."""
     moment = parse_time(value)
-    return "—" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
+    if moment is None:
+        return "—"
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if seconds else f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def _days(count: int) -> str:

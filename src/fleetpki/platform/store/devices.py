@@ -18,6 +18,8 @@ MAX_STATE_BYTES = 8192
 # Device search: the field searched is also the order and the keyset (unique in a project).
 SEARCH_FIELDS = {"name": devices.c.name, "certificateId": devices.c.certificate_id}
 _PREFIX_END = "\U0010ffff"  # the largest code point: prefix <= value < prefix + this
+# Matches are counted up to this many (then "10,000+"): a page costs the same at any size.
+COUNT_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,8 @@ class DevicePage:
     """One page of a device search; ``after``/``before`` are the keys for the next/previous."""
 
     items: list[dict[str, Any]]
-    total: int
+    total: int  # matches, counted up to COUNT_LIMIT ...
+    more: bool  # ... and True when there are more than that
     after: str | None
     before: str | None
 
@@ -139,9 +142,9 @@ class DeviceStore(StoreBase):
         query = query.order_by(key.desc() if backwards else key).limit(limit + 1)
         with self.reader.connect() as conn:
             rows = list(conn.execute(query).mappings())
-            total = conn.execute(
-                sa.select(sa.func.count()).select_from(counted.subquery())
-            ).scalar()
+            # Only the indexed column: the count reads the index alone, never the table.
+            capped = counted.with_only_columns(SEARCH_FIELDS[by]).limit(COUNT_LIMIT + 1)
+            total = conn.execute(sa.select(sa.func.count()).select_from(capped.subquery())).scalar()
         more = len(rows) > limit
         rows = rows[:limit]
         if backwards:
@@ -152,7 +155,8 @@ class DeviceStore(StoreBase):
         has_prev = more if backwards else after is not None and bool(rows)
         return DevicePage(
             [self.device_object(r) for r in rows],
-            int(total or 0),
+            min(int(total or 0), COUNT_LIMIT),
+            int(total or 0) > COUNT_LIMIT,
             keys[-1] if has_next and keys else None,
             keys[0] if has_prev and keys else None,
         )
