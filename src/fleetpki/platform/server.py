@@ -252,7 +252,8 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> Non
                 pids,
                 lines=[
                     f"fleetpki platform serving (data: {options.data_dir})",
-                    f"  management API    {_url('http', api_address)}  (OpenAPI at /docs)",
+                    f"  management API    {_url('http', api_address)}  (web console at /console/, "
+                    "OpenAPI at /docs)",
                     f"  device HTTPS      {_url('https', https_address)}  (mTLS; "
                     f"{options.workers or 1} process{'es' if options.workers > 1 else ''})",
                     f"  server CA         {platform.server_ca_file}  (devices trust this file)",
