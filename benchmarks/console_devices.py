@@ -124,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 offset = median_ms(lambda depth=depth: offset_page(platform, depth), repeat)
                 print(f"{label:<12} keyset {keyset:8.2f} ms   offset {offset:8.2f} ms")
-                print(f"ratio {label.replace(' ', '_')} offset/keyset {offset / keyset:.2f}")
+                print(f"ratio {label.replace(' ', '_')} offset/keyset {offset / keyset:.2f}x")
             prefix = names[count // 3][:-2]  # matches 100 devices
             keyset = median_ms(lambda: store.search_devices("fleet", prefix=prefix), repeat)
             naive = median_ms(lambda: substring_search(platform, prefix), repeat)
             print(f"search {prefix!r:<13} keyset {keyset:8.2f} ms   LIKE '%q%' {naive:8.2f} ms")
-            print(f"ratio search like/keyset {naive / keyset:.2f}")
+            print(f"ratio search like/keyset {naive / keyset:.2f}x")
         finally:
             platform.close()
     return 0
