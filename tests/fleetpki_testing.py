@@ -155,3 +155,24 @@ def inventory_rows(home: Path) -> int:
         return 0
     with sqlite3.connect(database) as conn:
         return int(conn.execute("SELECT count(*) FROM certificates").fetchone()[0])
+
+
+def seed_root(where: Path, subject: str = "/CN=Root CA") -> tuple[Path, Path]:
+    """The seed's root CA by its two openssl commands: (ca.key.pem, ca.crt.pem) in ``where``."""
+    key, cert = where / "ca.key.pem", where / "ca.crt.pem"
+    run_openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+    run_openssl(
+        "req", "-x509", "-new", "-nodes", "-key", key, "-sha256", "-subj", subject,
+        "-days", "3650", "-out", cert,
+    )  # fmt: skip
+    return key, cert
+
+
+def seed_device_csr(where: Path, project: str, certificate_id: str) -> tuple[Path, Path]:
+    """The seed recipe's device half: a P-256 key and a CSR by openssl, (key, csr) in ``where``."""
+    key, csr = where / "device.key.pem", where / "device.csr.pem"
+    run_openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+    run_openssl(
+        "req", "-new", "-key", key, "-subj", f"/O={project}/CN={certificate_id}", "-out", csr
+    )  # fmt: skip
+    return key, csr

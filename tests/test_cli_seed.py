@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetpki_testing import Openssl, RunCli, inventory_rows
+from fleetpki_testing import Openssl, RunCli, inventory_rows, seed_device_csr, seed_root
 
 
 def _seed_device(openssl: Openssl, where: Path, project: str, certificate_id: str) -> Path:
     """The seed recipe's device half: a P-256 key and a CSR, by openssl."""
-    key, csr = where / "device.key.pem", where / "device.csr.pem"
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
-    openssl(
-        "req", "-new", "-key", key, "-subj", f"/O={project}/CN={certificate_id}", "-out", csr
-    )  # fmt: skip
-    return csr
+    return seed_device_csr(where, project, certificate_id)[1]
 
 
 def test_seed_csr_signed_by_fleetpki_verifies_with_openssl(
@@ -50,12 +45,7 @@ def test_seed_csr_signed_by_fleetpki_verifies_with_openssl(
 def test_seed_root_imported_and_signing(
     tmp_path: Path, run_cli: RunCli, openssl: Openssl, pki_home: Path
 ) -> None:
-    ca_key, ca_cert = tmp_path / "ca.key.pem", tmp_path / "ca.crt.pem"
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ca_key)
-    openssl(
-        "req", "-x509", "-new", "-nodes", "-key", ca_key, "-sha256", "-subj", "/CN=Root CA",
-        "-days", "3650", "-out", ca_cert,
-    )  # fmt: skip
+    ca_key, ca_cert = seed_root(tmp_path)
     rc, out, err = run_cli(
         "ca", "import", "--name", "seed-root", "--cert", ca_cert, "--key", ca_key,
         "--no-passphrase",

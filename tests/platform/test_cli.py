@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from platform_testing import PKI, ServeProcess, issue, pem
+from platform_testing import PKI, ServeProcess, curl_whoami, issue, pem
 
 from fleetpki_testing import run_fleetpki
 
@@ -34,23 +34,8 @@ def test_platform_cli_against_serve(tmp_path: Path, pki: PKI, db_url: str | None
         assert cli("ca", "enable", ca["id"], env=user)["enabled"] is True
         made = cli("device", "create", "pump-7", env=user)
         files = issue(pki.root_a, "acme", "pump-7").write(tmp_path)
-        out = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--cacert",
-                str(server.server_ca),
-                "--cert",
-                str(files[0]),
-                "--key",
-                str(files[1]),
-                f"https://localhost:{server.https_port}/v1/device/whoami",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert json.loads(out.stdout)["deviceId"] == made["id"], out.stderr
+        status, body = curl_whoami(server, files)
+        assert status == 200 and json.loads(body)["deviceId"] == made["id"], body
         listed = cli("device", "list", env=user)
         assert listed["total"] == 1 and listed["list"][0]["certificateId"] == "pump-7"
         assert cli("device", "rename", made["id"], "pump-seven", env=user)["name"] == "pump-seven"
@@ -60,7 +45,7 @@ def test_platform_cli_against_serve(tmp_path: Path, pki: PKI, db_url: str | None
         cli("device", "delete", made["id"], env=user)
         cli("ca", "delete", ca["id"], env=user)
         # Errors are one line, non-zero, and never a traceback.
-        rc, out, err = run_fleetpki("platform", "ca", "list", "-p", "other", env=user)
+        rc, _, err = run_fleetpki("platform", "ca", "list", "-p", "other", env=user)
         assert rc == 1 and err.startswith("error: HTTP 404") and "Traceback" not in err
         rc, _, err = run_fleetpki(
             "platform", "ca", "list", "-p", "acme", env={"FLEETPKI_API_URL": server.api_url}

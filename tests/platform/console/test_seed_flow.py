@@ -12,27 +12,15 @@ from console_testing import Site, sign_in, watch_dialogs
 from platform_testing import curl_whoami
 from playwright.sync_api import expect
 
-from fleetpki_testing import Openssl, RunCli
-
-
-def seed_root(openssl: Openssl, where: Path) -> tuple[Path, Path]:
-    """The seed's root CA, by its two openssl commands."""
-    key, cert = where / "ca.key.pem", where / "ca.crt.pem"
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
-    openssl(
-        "req", "-x509", "-new", "-nodes", "-key", key, "-sha256", "-subj", "/CN=Root CA",
-        "-days", "3650", "-out", cert,
-    )  # fmt: skip
-    return key, cert
+from fleetpki_testing import Openssl, RunCli, seed_device_csr, seed_root
 
 
 def seed_device(
-    openssl: Openssl, run_cli: RunCli, where: Path, root: tuple[Path, Path], project: str, cid: str
+    run_cli: RunCli, where: Path, root: tuple[Path, Path], project: str, cid: str
 ) -> tuple[Path, Path]:
     """A device key and CSR by openssl, its certificate signed by fleetpki with the seed root."""
-    key, csr, cert = where / "device.key.pem", where / "device.csr.pem", where / "device.crt.pem"
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
-    openssl("req", "-new", "-key", key, "-subj", f"/O={project}/CN={cid}", "-out", csr)
+    key, csr = seed_device_csr(where, project, cid)
+    cert = where / "device.crt.pem"
     rc, _, err = run_cli(
         "ca", "import", "--name", "seed-root", "--cert", root[1], "--key", root[0],
         "--no-passphrase",
@@ -46,7 +34,7 @@ def seed_device(
 def test_seed_flow_in_the_browser(
     site: Site, context: Any, tmp_path: Path, openssl: Openssl, run_cli: RunCli
 ) -> None:
-    root = seed_root(openssl, tmp_path)
+    root = seed_root(tmp_path)
     page = context.new_page()
     dialogs = watch_dialogs(page)
 
@@ -74,7 +62,7 @@ def test_seed_flow_in_the_browser(
     expect(card).to_contain_text("Enabled")
 
     # A device made the seed's way connects over mTLS and is listed under Devices.
-    files = seed_device(openssl, run_cli, tmp_path, root, "seed", "sensor-7")
+    files = seed_device(run_cli, tmp_path, root, "seed", "sensor-7")
     status, body = curl_whoami(site.server, files)
     assert status == 200, body
     assert json.loads(body)["certificateId"] == "sensor-7"

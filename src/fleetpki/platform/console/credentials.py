@@ -12,7 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from fleetpki.errors import ConflictError, InputError
 from fleetpki.formats import describe_certificate
-from fleetpki.platform.console.web import Console, Visitor, file_field, text_field
+from fleetpki.platform.console.web import (
+    Confirmation,
+    Console,
+    Visitor,
+    file_field,
+    text_field,
+)
 from fleetpki.platform.store.cas import CERT_TYPES
 
 SECTION = "certificates"
@@ -137,17 +143,17 @@ def router(console: Console) -> APIRouter:
         found = console.project(visitor, project)
         ca = store.get_ca(project, ca_id)
         subject = ca["certificateContent"]["subject"]
-        return console.render(
-            request, "confirm.html", visitor=visitor, project=found, section=SECTION,
-            title="Delete CA certificate",
-            message=f"Delete the {ca['certType']} CA certificate {subject}? Devices whose "
-            "certificates chain only to it are refused from their next connection. "
-            "This cannot be undone (you can upload the certificate again).",
-            action=console.path(request, "certificate_delete_post", project=project, ca_id=ca_id),
-            button="Delete CA certificate",
-            cancel=console.path(request, "certificate", project=project, ca_id=ca_id),
-            confirm_text=None,
-        )  # fmt: skip
+        asked = Confirmation(
+            "Delete CA certificate",
+            f"Delete the {ca['certType']} CA certificate {subject}? Devices whose certificates "
+            "chain only to it are refused from their next connection. This cannot be undone "
+            "(you can upload the certificate again).",
+            "Delete CA certificate",
+            "certificate_delete_post",
+            "certificate",
+            {"project": project, "ca_id": ca_id},
+        )
+        return console.confirm(request, visitor, found, SECTION, asked)
 
     @routes.post("/p/{project}/certificates/{ca_id}/delete", name="certificate_delete_post")
     async def certificate_delete_post(request: Request, project: str, ca_id: str) -> Response:

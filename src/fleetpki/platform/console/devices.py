@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from fleetpki.errors import ConflictError, InputError
-from fleetpki.platform.console.web import Console, Visitor, text_field
+from fleetpki.platform.console.web import Confirmation, Console, Visitor, text_field
 
 PAGE_SIZE = 50
 RECENT_EVENTS = 10
@@ -132,19 +132,17 @@ def router(console: Console) -> APIRouter:
         visitor = console.require_visitor(request)
         found = console.project(visitor, project)
         device = store.get_device(project, device_id)
-        return console.render(
-            request, "confirm.html", visitor=visitor, project=found, section="devices",
-            title="Delete device",
-            message=f"Delete the device {device['name']}? Its state is lost, and its "
-            "certificate ID becomes free: the next connection with a valid certificate for it "
-            "creates a new device.",
-            action=console.path(
-                request, "device_delete_post", project=project, device_id=device_id
-            ),
-            button="Delete device",
-            cancel=console.path(request, "device", project=project, device_id=device_id),
-            confirm_text=None,
-        )  # fmt: skip
+        asked = Confirmation(
+            "Delete device",
+            f"Delete the device {device['name']}? Its state is lost, and its certificate ID "
+            "becomes free: the next connection with a valid certificate for it creates a new "
+            "device.",
+            "Delete device",
+            "device_delete_post",
+            "device",
+            {"project": project, "device_id": device_id},
+        )
+        return console.confirm(request, visitor, found, "devices", asked)
 
     @routes.post("/p/{project}/devices/{device_id}/delete", name="device_delete_post")
     async def device_delete_post(request: Request, project: str, device_id: str) -> Response:

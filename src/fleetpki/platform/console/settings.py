@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from fleetpki.platform.console.web import Console, PageError, Visitor, text_field
+from fleetpki.platform.console.web import Confirmation, Console, PageError, Visitor, text_field
 
 SECTION = "settings"
 
@@ -66,16 +66,17 @@ def router(console: Console) -> APIRouter:
         found = console.project(visitor, project)
         if not any(k["id"] == key_id for k in store.list_api_keys(project)):
             raise PageError(404, f"no API key {key_id[:40]!r} in project {project!r}")
-        return console.render(
-            request, "confirm.html", visitor=visitor, project=found, section=SECTION,
-            title="Revoke API key",
-            message=f"Revoke the API key {key_id}? Scripts using it get 401 from now on, and "
-            "everyone signed in to the console with it is signed out.",
-            action=console.path(request, "apikey_revoke_post", project=project, key_id=key_id),
-            button="Revoke API key",
-            cancel=console.path(request, "settings", project=project),
-            confirm_text=None,
-        )  # fmt: skip
+        asked = Confirmation(
+            "Revoke API key",
+            f"Revoke the API key {key_id}? Scripts using it get 401 from now on, and everyone "
+            "signed in to the console with it is signed out.",
+            "Revoke API key",
+            "apikey_revoke_post",
+            "settings",
+            {"project": project, "key_id": key_id},
+            cancel_params={"project": project},
+        )
+        return console.confirm(request, visitor, found, SECTION, asked)
 
     @routes.post("/p/{project}/apikeys/{key_id}/revoke", name="apikey_revoke_post")
     async def apikey_revoke_post(request: Request, project: str, key_id: str) -> Response:
@@ -90,18 +91,19 @@ def router(console: Console) -> APIRouter:
     ) -> Response:
         visitor.caller.require_admin()
         found = console.project(visitor, project_id)
-        return console.render(
-            request, "confirm.html", visitor=visitor, project=found, section=SECTION,
-            status=400 if error else 200,
-            title="Delete project",
-            message=f"Delete the project {found['name']} ({project_id}) with all its CA "
-            "certificates, CRLs, devices, API keys and auth events? Its devices are refused "
-            "from their next connection. This cannot be undone.",
-            action=console.path(request, "project_delete_post", project=project_id),
-            button="Delete project",
-            cancel=console.path(request, "settings", project=project_id),
-            confirm_text=project_id, error=error,
-        )  # fmt: skip
+        asked = Confirmation(
+            "Delete project",
+            f"Delete the project {found['name']} ({project_id}) with all its CA certificates, "
+            "CRLs, devices, API keys and auth events? Its devices are refused from their next "
+            "connection. This cannot be undone.",
+            "Delete project",
+            "project_delete_post",
+            "settings",
+            {"project": project_id},
+            confirm_text=project_id,
+            error=error,
+        )
+        return console.confirm(request, visitor, found, SECTION, asked)
 
     @routes.get("/p/{project}/delete", name="project_delete")
     def project_delete(request: Request, project: str) -> Response:

@@ -59,6 +59,26 @@ class PageError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A page that asks before something is deleted or revoked: its words and its two ways out.
+
+    ``action`` and ``cancel`` are console route names; ``params`` fills both (``cancel_params``
+    the second, when it takes others). With
+    ``confirm_text`` the visitor must type it (a project slug) before the button counts.
+    """
+
+    title: str
+    message: str
+    button: str
+    action: str
+    cancel: str
+    params: dict[str, str]
+    confirm_text: str | None = None
+    error: str | None = None
+    cancel_params: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Visitor:
     """A signed-in visitor: the session, what it may reach, the CSRF token for its forms."""
 
@@ -122,6 +142,22 @@ class Console:
             **context,
         )
         return HTMLResponse(page, status_code=status)
+
+    def confirm(
+        self,
+        request: Request,
+        visitor: Visitor,
+        project: dict[str, Any],
+        section: str,
+        asked: Confirmation,
+    ) -> HTMLResponse:
+        """The confirmation page; its form posts to ``asked.action`` with the CSRF token."""
+        return self.render(
+            request, "confirm.html", visitor=visitor, project=project, section=section,
+            status=400 if asked.error else 200, asked=asked,
+            action=self.path(request, asked.action, **asked.params),
+            cancel=self.path(request, asked.cancel, **(asked.cancel_params or asked.params)),
+        )  # fmt: skip
 
     @staticmethod
     def path(request: Request, name: str, **params: Any) -> str:
