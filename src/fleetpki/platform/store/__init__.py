@@ -7,6 +7,8 @@ authenticator caches), which every instance polls cheaply.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from fleetpki.errors import ConflictError, InputError, NotFoundError
-from fleetpki.formats import load_crl
+from fleetpki.formats import Kind, read_blocks
 from fleetpki.platform.store.base import (
     HEAD,
     MIGRATIONS,
@@ -24,8 +26,9 @@ from fleetpki.platform.store.base import (
     utcnow,
     validate_device_name,
 )
-from fleetpki.platform.store.cas import certificate_content, parse_ca_upload
+from fleetpki.platform.store.cas import MAX_CRL_BYTES, certificate_content, parse_ca_upload
 from fleetpki.platform.store.devices import MAX_STATE_BYTES, DeviceStore
+from fleetpki.platform.store.inspection import crl_signed_by, inspect_certificate, inspect_crl
 from fleetpki.platform.store.schema import ca_certificates, crls, projects
 
 __all__ = [
@@ -33,11 +36,21 @@ __all__ = [
     "MAX_STATE_BYTES",
     "MIGRATIONS",
     "Store",
+    "StoredCrls",
     "hash_api_key",
     "new_id",
     "utcnow",
     "validate_device_name",
 ]
+log = logging.getLogger("fleetpki.platform")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCrls:
+    """A project's CRLs that can be read, and {issuer (RFC 4514): why} of those that cannot."""
+
+    crls: tuple[x509.CertificateRevocationList, ...]
+    unreadable: dict[str, str]
 
 
 class Store(DeviceStore):
@@ -47,7 +60,7 @@ class Store(DeviceStore):
 
     @staticmethod
     def _ca_object(row: Any) -> dict[str, Any]:
-        cert = x509.load_der_x509_certificate(row["der"])
+        content, problem = certificate_content(row["der"])
         return {
             "id": row["id"],
             "projectId": row["project_id"],
@@ -55,7 +68,8 @@ class Store(DeviceStore):
             "enabled": bool(row["enabled"]),
             "createdAt": iso_time(row["created_at"]),
             "fingerprintSha256": row["fingerprint"],
-            "certificateContent": certificate_content(cert),
+            "certificateContent": content,
+            "problem": problem,
         }
 
     def upload_ca(
@@ -79,7 +93,7 @@ class Store(DeviceStore):
                 for item in uploaded:
                     if item.fingerprint in existing:
                         raise ConflictError(
-                            f"{item.certificate.subject.rfc4514_string()} is already uploaded to "
+                            f"{item.inspected.name} is already uploaded to "
                             f"project {project_id!r} (same SHA-256 fingerprint)"
                         )
                 conn.execute(
@@ -167,12 +181,16 @@ class Store(DeviceStore):
     def upload_crl(self, project_id: str, data: bytes) -> dict[str, Any]:
         """Store a CRL signed by one of the project's CA certificates; raises InputError."""
         self.get_project(project_id)
-        crl = load_crl(data)
+        if len(data) > MAX_CRL_BYTES:
+            raise InputError(f"CRL upload too large ({len(data)} bytes, at most {MAX_CRL_BYTES})")
+        blocks = read_blocks(data)
+        if [b.kind for b in blocks] != [Kind.CRL]:
+            found = ", ".join(b.kind.value for b in blocks)
+            raise InputError(f"expected one CRL, found {found}")
+        inspected = inspect_crl(blocks[0].der)
+        crl = inspected.crl
         anchors = [cert for _, cert, _ in self.trust_anchors(project_id)]
-        if not any(
-            a.subject == crl.issuer and crl.is_signature_valid(a.public_key())  # type: ignore[arg-type]
-            for a in anchors
-        ):
+        if not any(crl_signed_by(crl, anchor) for anchor in anchors):
             raise InputError("the CRL is not signed by any CA certificate of this project")
         crl_id = new_id()
         with self.engine.begin() as conn:
@@ -180,29 +198,57 @@ class Store(DeviceStore):
                 crls.insert().values(
                     id=crl_id,
                     project_id=project_id,
-                    issuer=crl.issuer.rfc4514_string(),
+                    issuer=inspected.issuer,
                     der=crl.public_bytes(Encoding.DER),
                     created_at=utcnow(),
                 )
             )
             self._bump(conn, "trust")
         self._changed()
-        return {"id": crl_id, "issuer": crl.issuer.rfc4514_string(), "revoked": len(crl)}
+        return {"id": crl_id, "issuer": inspected.issuer, "revoked": inspected.revoked}
 
     def trust_anchors(self, project_id: str) -> list[tuple[str, x509.Certificate, bool]]:
-        """Every CA certificate of the project as (id, certificate, enabled)."""
+        """Every readable CA certificate of the project as (id, certificate, enabled).
+
+        A row that cannot be read in full (stored by an older version) is left out, and logged:
+        it can never be an anchor, and it must not break the others.
+        """
         with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(ca_certificates.c.id, ca_certificates.c.der, ca_certificates.c.enabled)
                 .where(ca_certificates.c.project_id == project_id)
                 .order_by(ca_certificates.c.created_at)
             ).all()
-        return [(r.id, x509.load_der_x509_certificate(r.der), bool(r.enabled)) for r in rows]
+        anchors = []
+        for row in rows:
+            try:
+                cert = inspect_certificate(row.der, f"stored CA certificate {row.id}").certificate
+            except InputError as exc:
+                log.warning("project %s: %s; it is not used as trust", project_id, exc)
+                continue
+            anchors.append((row.id, cert, bool(row.enabled)))
+        return anchors
 
-    def project_crls(self, project_id: str) -> list[x509.CertificateRevocationList]:
+    def project_crls(self, project_id: str) -> StoredCrls:
+        """The project's readable CRLs, and the issuers of stored CRLs that cannot be read.
+
+        A CRL row that cannot be read (stored by an older version) is not skipped silently:
+        its issuer's certificates are refused ("revocation cannot be checked").
+        """
         with self.reader.connect() as conn:
-            ders = conn.execute(sa.select(crls.c.der).where(crls.c.project_id == project_id))
-            return [x509.load_der_x509_crl(der) for der in ders.scalars()]
+            rows = conn.execute(
+                sa.select(crls.c.id, crls.c.issuer, crls.c.der).where(
+                    crls.c.project_id == project_id
+                )
+            ).all()
+        readable, unreadable = [], {}
+        for row in rows:
+            try:
+                readable.append(inspect_crl(row.der, f"stored CRL {row.id}").crl)
+            except InputError as exc:
+                log.warning("project %s: %s; its issuer's devices are refused", project_id, exc)
+                unreadable[row.issuer] = str(exc)
+        return StoredCrls(tuple(readable), unreadable)
 
     def project_exists(self, project_id: str) -> bool:
         with self.reader.connect() as conn:
