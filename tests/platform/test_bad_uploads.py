@@ -153,7 +153,9 @@ def test_unreadable_stored_crl_fails_closed_for_its_issuer_only(
     api: TestClient, platform: Platform, pki: PKI
 ) -> None:
     for cert in (pki.root_a.certificate, pki.stranger.certificate):
-        assert api.post("/v1/projects/acme/certificates", json=ca_body(pem(cert), "root")).is_success
+        assert api.post(
+            "/v1/projects/acme/certificates", json=ca_body(pem(cert), "root")
+        ).is_success
     under_a, under_stranger = issue(pki.root_a, "acme", "a-1"), issue(pki.stranger, "acme", "s-1")
     assert isinstance(_authenticate(platform, under_a), DeviceIdentity)
     _store_raw(platform, crls, issuer="CN=Acme Root", der=b"\x30\x03\x02\x01\x00")

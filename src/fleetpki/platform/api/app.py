@@ -23,6 +23,7 @@ from fleetpki.platform.store.cas import MAX_CRL_BYTES, MAX_UPLOAD_BYTES
 CA_BODY_LIMIT = 512 * 1024
 CRL_BODY_LIMIT = 2 * 1024 * 1024
 JSON_BODY_LIMIT = 64 * 1024
+MAX_OFFSET = 2**31 - 1  # databases take 32/64-bit offsets; larger is refused, not a crash
 
 
 def body_limit(method: str, path: str) -> int:
@@ -201,7 +202,7 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
         projectId: str,
         who: Auth,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         items, total = store.list_devices(project(projectId, who), limit=limit, offset=offset)
         return {"list": items, "total": total}

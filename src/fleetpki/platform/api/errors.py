@@ -64,9 +64,13 @@ class BodyTooLarge(HTTPException):
 class BodyLimit:
     """ASGI middleware: refuse a body over ``limit_for(method, path)`` bytes before it is parsed.
 
-    A declared Content-Length over the limit is answered at once, unread; a body without one
-    (chunked) is counted as it arrives and refused as soon as it passes the limit.
+    A declared Content-Length over the limit is answered at once; a body without one (chunked)
+    is counted as it arrives and refused as soon as it passes the limit. The rest of the body
+    is read and dropped (up to ``DRAIN_LIMIT``) before the 413 goes out: closing a socket with
+    unread data resets the connection, and the client would never see the answer.
     """
+
+    DRAIN_LIMIT = 16 * 1024 * 1024
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str, str], int]) -> None:
         self.app, self.limit_for = app, limit_for
@@ -76,19 +80,21 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["method"], scope["path"])
+        received = 0
+        drained = False
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _send_json(send, 413, "too_large", str(BodyTooLarge(limit).detail))
+                await _too_large(send, limit, await _drain(receive, int(value) <= self.DRAIN_LIMIT))
                 return
-        received = 0
         started = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, drained
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    drained = not message.get("more_body") or await _drain(receive, True)
                     raise BodyTooLarge(limit)
             return message
 
@@ -99,25 +105,33 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, watched)
-        except BodyTooLarge as exc:  # read outside FastAPI's handlers (they answer it otherwise)
+        except BodyTooLarge:  # read outside FastAPI's handlers (they answer it otherwise)
             if started:
                 raise
-            await _send_json(send, 413, "too_large", str(exc.detail))
+            await _too_large(send, limit, drained)
 
 
-async def _send_json(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+async def _drain(receive: Receive, allowed: bool) -> bool:
+    """Read and drop the rest of the request body; whether it was all read."""
+    dropped = 0
+    while allowed and dropped <= BodyLimit.DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return True
+    return False
+
+
+async def _too_large(send: Send, limit: int, body_read: bool) -> None:
+    body = json.dumps(
+        {"error": {"code": "too_large", "message": str(BodyTooLarge(limit).detail)}}
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if not body_read:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
