@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleetpki.db import short_db_error
 from fleetpki.errors import ConflictError, FleetPKIError, NotFoundError
 
 log = logging.getLogger("fleetpki.platform")
@@ -135,13 +136,6 @@ async def _too_large(send: Send, limit: int, body_read: bool) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _store_reason(exc: sa.exc.SQLAlchemyError) -> str:
-    # Only the driver's own message: SQLAlchemy's text carries the statement and its parameters.
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines()
-    return (lines[0][:200] if lines else "") or type(original).__name__
-
-
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
@@ -186,7 +180,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.SQLAlchemyError)
     async def _store(_: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
-        reason = _store_reason(exc)
+        reason = short_db_error(exc)
         if isinstance(exc, sa.exc.IntegrityError):
             # A race with another writer (both passed the checks, one insert lost).
             return error_response(
