@@ -1,13 +1,14 @@
 """Authenticated device connections per second: new mTLS connection + GET whoami, each time.
 
     .venv/bin/python benchmarks/auth_connections.py [--seconds 6] [--clients 32]
-        [--client-procs 2] [--workers 2] [--lookup-devices 1000000] [--python-clients-only]
+        [--client-procs 2] [--workers 2] [--devices 200] [--lookup-devices 1000000]
+        [--python-clients-only] [--smoke]
 
 Baseline: a bare asyncio server with the stdlib ``ssl`` module (mutual TLS, the same CA and P-256
 server certificate, a fixed answer, one process). Then ``fleetpki serve`` (SQLite, ``--workers``
 HTTPS processes, the whole auth pipeline, auth events recorded). Both get the same load:
 - Python clients (stdlib ``ssl``, threads in ``--client-procs`` processes): full TLS 1.3
-  handshakes with 200 device certificates, GET whoami, check 200, close, start over; gives
+  handshakes with ``--devices`` device certificates, GET whoami, check 200, close, start over; gives
   connections/s and p50/p99 latency; a second fleetpki pass has the devices resume sessions;
 - the C client benchmarks/loadclient.c (compiled here; needs cc + libssl-dev; TLS 1.2,
   ``--client-procs`` processes with ``--clients`` connections in flight each), which costs the
@@ -28,7 +29,6 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import signal
 import socket
 import ssl
 import statistics
@@ -41,56 +41,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-REQUEST = b"GET /v1/device/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-ADMIN_KEY = "benchmark-admin-key-0123456789"
+sys.path.insert(0, str(HERE))
 
-
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-# -- setup ------------------------------------------------------------------------------------
-
-
-def make_pki(folder: Path, count: int) -> tuple[Path, list[tuple[str, str]]]:
-    """A root CA (PEM file) and ``count`` device certificate/key file pairs for project bench."""
-    from cryptography.hazmat.primitives import serialization
-
-    from fleetpki.ca import CertificateAuthority
-    from fleetpki.csr import CheckedRequest
-    from fleetpki.keys import generate_private_key
-
-    root, _ = CertificateAuthority.create_root("bench", common_name="Bench Root")
-    root_file = folder / "root.pem"
-    root_file.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
-    pairs = []
-    for index in range(count):
-        key = generate_private_key()
-        cert = root.issue(CheckedRequest("bench", f"bench-{index:05d}", key=key.public_key()))
-        cert_file, key_file = folder / f"d{index}.crt", folder / f"d{index}.key"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        pairs.append((str(cert_file), str(key_file)))
-    return root_file, pairs
-
+from _common import WHOAMI as REQUEST  # noqa: E402  (benchmarks/ is not a package)
+from _common import (  # noqa: E402
+    build_c_client,
+    cpu_seconds,
+    make_device_pki,
+    start_serve,
+)
 
 # -- clients ----------------------------------------------------------------------------------
 
@@ -190,7 +149,7 @@ def load(
         for i in range(args.client_procs)
     ]
     pids = server_pids()
-    cpu_before = _cpu_seconds(pids)
+    cpu_before = cpu_seconds(pids)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     clients_before = usage.ru_utime + usage.ru_stime
     started = time.monotonic()
@@ -198,7 +157,7 @@ def load(
         proc.start()
     results = [out.get(timeout=args.seconds + 60) for _ in procs]
     elapsed = time.monotonic() - started
-    cpu = _cpu_seconds(pids) - cpu_before
+    cpu = cpu_seconds(pids) - cpu_before
     for proc in procs:
         proc.join()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -303,25 +262,11 @@ def lookup_cost(folder: Path, sizes: list[int], samples: int = 3000) -> list[tup
 # -- C clients -------------------------------------------------------------------------------
 
 
-def build_c_client(folder: Path) -> Path | None:
-    """Compile benchmarks/loadclient.c (cc + libssl-dev); None when that is not possible."""
-    binary = folder / "loadclient"
-    try:
-        subprocess.run(
-            ["cc", "-O2", "-o", str(binary), str(HERE / "loadclient.c"), "-lssl", "-lcrypto"],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return binary
-
-
 def c_load(
     binary: Path, port: int, pair: tuple[str, str], args: Any, pids: list[int]
 ) -> dict[str, float]:
     """The C client (TLS 1.2): ``--client-procs`` processes, ``--clients`` in flight each."""
-    before = _cpu_seconds(pids)
+    before = cpu_seconds(pids)
     procs = [
         subprocess.Popen(
             [
@@ -341,7 +286,7 @@ def c_load(
         for _ in range(args.client_procs)
     ]
     outputs = [proc.communicate(timeout=args.seconds + 60)[0].split() for proc in procs]
-    cpu = _cpu_seconds(pids) - before
+    cpu = cpu_seconds(pids) - before
     count = sum(int(out[0]) for out in outputs)
     seconds = max(float(out[2]) for out in outputs)
     client_cpu = sum(float(out[4]) for out in outputs)
@@ -366,40 +311,29 @@ def _line(label: str, result: dict[str, float]) -> str:
     )
 
 
-def _start_serve(data: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPKI_")}
-    env["FLEETPKI_ADMIN_KEY"] = ADMIN_KEY
-    exe = str(Path(sys.executable).with_name("fleetpki"))
-    serve = subprocess.Popen(
-        [exe, "serve", "--data", str(data), "--api", "127.0.0.1:0", "--https", "127.0.0.1:0",
-         "--no-coaps", "--workers", str(workers)],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert serve.stdout is not None
-    https_port = 0
-    for line in serve.stdout:
-        if line.strip().startswith("device HTTPS"):
-            https_port = int(line.split()[2].rsplit(":", 1)[1])
-        if line.strip() == "ready":
-            break
-    return serve, https_port
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--devices", type=int, default=200, help="device certificates in use")
     parser.add_argument("--lookup-devices", type=int, default=1_000_000)
     parser.add_argument("--python-clients-only", action="store_true")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds, tiny sizes (CI: the script works)"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.clients, args.client_procs = 0.5, 4, 1
+        args.devices, args.lookup_devices = 8, 2000
 
     from fleetpki.platform.app import Platform
 
     with tempfile.TemporaryDirectory(prefix="fleetpki-bench-") as tmp:
         folder = Path(tmp)
-        root_file, pairs = make_pki(folder, 200)
+        pki = make_device_pki(folder / "pki", args.devices)
+        root_file, pairs = pki.root_file, pki.pairs
         binary = None if args.python_clients_only else build_c_client(folder)
         data = folder / "data"
         with Platform.open(data) as platform:
@@ -411,7 +345,7 @@ def main() -> None:
                 platform.server_ca_file,
             )
         print(
-            f"{os.cpu_count()} CPUs, clients on the same machine; {args.seconds:.0f} s per phase; "
+            f"{os.cpu_count()} CPUs, clients on the same machine; {args.seconds:g} s per phase; "
             f"Python clients: {args.clients} in {args.client_procs} processes; "
             + (
                 f"C client: {args.client_procs} x {args.clients} in flight"
@@ -436,17 +370,16 @@ def main() -> None:
             baseline.join()
         print(_line("baseline asyncio+ssl, 1 process", base))
 
-        serve, https_port = _start_serve(data, args.workers)
+        served = start_serve(data, args.workers)
         try:
-            warm = argparse.Namespace(**{**vars(args), "seconds": 1.0})
-            load(https_port, ca, pairs, warm, lambda: [])  # creates the 200 devices
-            pids = [serve.pid, *_children(serve.pid)]
-            plat = load(https_port, ca, pairs, args, lambda: pids)
-            resumed = load(https_port, ca, pairs, args, lambda: pids, resume=True)
-            plat_c = c_load(binary, https_port, pairs[0], args, pids) if binary else None
+            warm = argparse.Namespace(**{**vars(args), "seconds": min(1.0, args.seconds)})
+            load(served.https_port, ca, pairs, warm, lambda: [])  # creates the devices
+            pids = served.pids()
+            plat = load(served.https_port, ca, pairs, args, lambda: pids)
+            resumed = load(served.https_port, ca, pairs, args, lambda: pids, resume=True)
+            plat_c = c_load(binary, served.https_port, pairs[0], args, pids) if binary else None
         finally:
-            serve.send_signal(signal.SIGTERM)
-            serve.wait(15)
+            served.stop()
         print(_line(f"fleetpki serve, {args.workers} HTTPS workers", plat))
         print(_line("  same, devices resuming TLS sessions", resumed))
         print(
@@ -463,10 +396,10 @@ def main() -> None:
             )
 
         sizes = sorted({1000, args.lookup_devices})
-        costs = lookup_cost(folder, sizes)
+        costs = lookup_cost(folder, sizes, samples=300 if args.smoke else 3000)
         for size, micros in costs:
             print(f"device lookup by certificate ID, {size:>9,} devices: {micros:6.1f} µs")
-        print(f"lookup cost ratio {sizes[-1]:,} / 1,000 devices: {costs[-1][1] / costs[0][1]:.2f}x")
+        print(f"ratio lookup cost {sizes[-1]:,} / 1,000 devices: {costs[-1][1] / costs[0][1]:.2f}x")
 
 
 if __name__ == "__main__":
