@@ -70,9 +70,7 @@ def test_locked_database_is_503_then_recovers(
     assert client.post("/v1/projects", json={"id": "locked"}).status_code == 201
 
 
-def test_full_disk_is_503(
-    client: TestClient, sqlite_platform: Platform, pki: PKI
-) -> None:
+def test_full_disk_is_503(client: TestClient, sqlite_platform: Platform, pki: PKI) -> None:
     with sqlite_platform.store.engine.connect() as conn:
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
     _on_every_connection(sqlite_platform, f"PRAGMA max_page_count = {pages}")
