@@ -38,7 +38,7 @@ from fleetpki.platform.identity import DeviceIdentity, PresentedChain
 
 ADMIN = "admin-key-for-fuzzing-0123456789"
 # Per operation variant; PostgreSQL runs fewer (the same front door, a second store).
-EXAMPLES_PER_VARIANT = {"sqlite": 15, "postgresql": 8}
+EXAMPLES_PER_VARIANT = {"sqlite": 10, "postgresql": 5}
 FUZZ = settings(
     derandomize=True,
     deadline=None,
