@@ -54,8 +54,8 @@ def _read(what: str, where: str, read: Callable[[], T]) -> T:
         raise InputError(f"{where}: its {what} cannot be read ({_reason(exc)})") from None
 
 
-def _public_key(cert: x509.Certificate | x509.CertificateRevocationList) -> VerifyingKey:
-    key = cert.public_key()  # type: ignore[union-attr]
+def _public_key(cert: x509.Certificate) -> VerifyingKey:
+    key = cert.public_key()
     if not isinstance(key, VerifyingKey):
         raise TypeError(f"a {type(key).__name__} cannot verify signatures")
     return key
