@@ -18,13 +18,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from fleetpki.der import der_bounds, pem_armor
+from fleetpki.der import der_bounds, pem_armor, pem_spans
 from fleetpki.errors import InputError
 from fleetpki.keys import PrivateKey, is_encrypted_key, key_type_of
 from fleetpki.naming import read_subject
 
 MAX_INPUT_BYTES = 1 << 20
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 
 
 class Kind(enum.StrEnum):
@@ -73,12 +72,12 @@ def is_pem(data: bytes) -> bool:
 def pem_blocks(data: bytes) -> list[Block]:
     """All PEM blocks in ``data`` (text around them is ignored); raises InputError."""
     blocks = []
-    for match in _PEM_BLOCK.finditer(data):
-        label = match.group(1).decode()
+    for raw_label, text in pem_spans(data):
+        label = raw_label.decode()
         if label not in LABELS:
-            raise InputError(f"unsupported PEM block {label!r}")
-        body = re.sub(rb"\s+", b"", match.group(2))
-        if b"Proc-Type:" in match.group(2):
+            raise InputError(f"unsupported PEM block {label[:40]!r}")
+        body = re.sub(rb"\s+", b"", text)
+        if b"Proc-Type:" in text:
             raise InputError("legacy OpenSSL-encrypted PEM keys are not supported: use PKCS#8")
         try:
             der = base64.b64decode(body, validate=True)

@@ -255,3 +255,59 @@ def curl_whoami(
     assert out.returncode == 0, out.stderr
     body, _, status = out.stdout.rpartition("\n")
     return int(status), body
+
+
+# -- certificates and CRLs broken on purpose (DER surgery) ------------------------------------
+
+
+def der_parts(der: bytes) -> tuple[bytes, bytes, bytes]:
+    """(to-be-signed, signature algorithm, signature BIT STRING) elements of a certificate/CRL."""
+    from fleetpki.der import der_bounds
+
+    start, end = der_bounds(der, 0, len(der))
+    parts = []
+    pos = start
+    while pos < end:
+        _, element_end = der_bounds(der, pos, end)
+        parts.append(der[pos:element_end])
+        pos = element_end
+    tbs, algorithm, signature = parts
+    return tbs, algorithm, signature
+
+
+def resign(der: bytes, tbs: bytes, key: PrivateKey) -> bytes:
+    """``der`` (a certificate or CRL) with ``tbs`` in place of its own, signed again by ``key``.
+
+    So a mutated body comes with a valid signature and gets past the signature checks, to the
+    parts that are read lazily.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fleetpki.der import tlv
+
+    _, algorithm, _ = der_parts(der)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    return tlv(0x30, tbs + algorithm + tlv(0x03, b"\x00" + signature))
+
+
+def broken_key_twin(cert: x509.Certificate, how: str) -> bytes:
+    """DER of ``cert`` (same subject, issuer, serial) whose public key cannot be loaded.
+
+    ``how``: ``"ec-point"`` (the point is not on the curve) or ``"key-oid"`` (an unknown key
+    algorithm OID).
+    """
+    der = cert.public_bytes(serialization.Encoding.DER)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    at = der.index(spki)
+    if how == "ec-point":
+        broken = spki[:-8] + bytes(b ^ 0x5A for b in spki[-8:])
+    elif how == "key-oid":
+        ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # 1.2.840.10045.2.1
+        broken = spki.replace(ec_public_key, ec_public_key[:-1] + b"\x09", 1)
+    else:
+        raise ValueError(how)
+    assert broken != spki and len(broken) == len(spki)
+    return der[:at] + broken + der[at + len(spki) :]

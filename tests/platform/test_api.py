@@ -143,10 +143,11 @@ def test_upload_refusals(api: Api, pki: PKI) -> None:
     refused(pem(future_ca().certificate), "root", 400, "not yet valid")
     refused(pem(pki.root_a.certificate), "intermediate", 400, "is a root CA certificate")
     refused(pem(pki.inter_a.certificate), "root", 400, "is a intermediate CA")
-    refused(b"A" * 300_000, "root", 400, "too large")
+    refused(b"A" * 300_000, "root", 413, "too large")
     huge = {"certFile": "A" * 2_000_000, "certType": "root"}
     response = api("POST", "/v1/projects/acme/certificates", huge)
-    assert response.status_code == 422 and "A" * 50 not in response.text
+    assert response.status_code == 413 and "A" * 50 not in response.text
+    assert response.json()["error"]["code"] == "too_large"
     response = api(
         "POST", "/v1/projects/acme/certificates", {"certFile": "%%%", "certType": "root"}
     )

@@ -170,6 +170,10 @@ class PlatformAuthenticator:
             path = build_path(presented.leaf, presented.intermediates, trust.anchors, at=now)
             check_device_leaf(presented.leaf, trust.project_id)
             check_revocation(path, trust.crls, at=now)
+            for issuer in path.certificates[1:]:
+                problem = trust.unreadable_crls.get(issuer.subject.rfc4514_string())
+                if problem is not None:
+                    raise VerificationError(f"revocation cannot be checked: {problem}")
         except VerificationError as exc:
             raise _Refused(self._explain(presented, trust, now, str(exc))) from None
         return path

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+
+import sqlalchemy as sa
 
 from fleetpki.errors import InputError, NotFoundError
 from fleetpki.platform.identity import DeviceIdentity, DeviceResponse
 from fleetpki.platform.store import MAX_STATE_BYTES, Store
 
 PREFIX = "v1/device/"
+log = logging.getLogger("fleetpki.platform")
 
 
 def _json(status: int, value: object) -> DeviceResponse:
@@ -62,5 +66,8 @@ class PlatformResources:
                 return _error(400, "bad_request", str(exc))
             except NotFoundError as exc:
                 return _error(404, "not_found", str(exc))
+            except sa.exc.SQLAlchemyError as exc:  # locked, full or unreachable: say so, in JSON
+                log.warning("device state: database unavailable: %s", type(exc).__name__)
+                return _error(503, "store_unavailable", "the platform's store is unavailable")
             return _error(405, "method_not_allowed", "state allows GET and PUT")
         return _error(404, "not_found", "no such resource (try whoami or state)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 
@@ -28,6 +28,9 @@ class ProjectTrust:
     anchors: tuple[x509.Certificate, ...]
     disabled: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
+    # {issuer (RFC 4514): why} of stored CRLs that cannot be read: their issuers' paths are
+    # refused rather than checked against nothing.
+    unreadable_crls: dict[str, str] = field(default_factory=dict)
 
 
 class TrustCache:
@@ -82,11 +85,13 @@ class TrustCache:
         trust: ProjectTrust | None = None
         if self.store.project_exists(project_id):
             cas = self.store.trust_anchors(project_id)
+            stored_crls = self.store.project_crls(project_id)
             trust = ProjectTrust(
                 project_id,
                 anchors=tuple(cert for _, cert, enabled in cas if enabled),
                 disabled=tuple(cert for _, cert, enabled in cas if not enabled),
-                crls=tuple(self.store.project_crls(project_id)),
+                crls=stored_crls.crls,
+                unreadable_crls=stored_crls.unreadable,
             )
         with self._lock:
             if generation == self._generation:

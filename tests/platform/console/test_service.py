@@ -155,3 +155,47 @@ def test_wrong_keys_and_oversized_forms(client: TestClient) -> None:
     )
     assert huge.status_code == 413
     assert call(client, "GET", "/v1/projects/acme/certificates").json()["total"] == 1
+
+
+def test_unreadable_stored_rows_show_their_problem_and_can_be_deleted(
+    client: TestClient, acme: Platform, pki: PKI
+) -> None:
+    from platform_testing import broken_key_twin
+
+    from fleetpki.platform.store import new_id, utcnow
+    from fleetpki.platform.store.schema import ca_certificates, crls
+
+    bad_id = new_id()
+    with acme.store.engine.begin() as conn:
+        conn.execute(
+            ca_certificates.insert().values(
+                id=bad_id, project_id="acme", created_at=utcnow(), cert_type="root",
+                enabled=True, fingerprint="00" * 32,
+                der=broken_key_twin(pki.root_a.certificate, "ec-point"),
+            )
+        )  # fmt: skip
+        conn.execute(
+            crls.insert().values(
+                id=new_id(), project_id="acme", created_at=utcnow(), issuer="CN=Acme Root",
+                der=b"\x30\x03\x02\x01\x00",
+            )
+        )  # fmt: skip
+    listed = call(client, "GET", "/v1/projects/acme/crls").json()["list"]
+    assert listed[0]["problem"] and listed[0]["entries"] is None
+    assert sign_in(client, ADMIN).status_code == 303
+    page = client.get("/console/p/acme/certificates")
+    assert page.status_code == 200
+    assert f"Unreadable CA certificate {bad_id[:8]}" in page.text
+    assert "public key cannot be read" in page.text and "unreadable" in page.text
+    detail = client.get(f"/console/p/acme/certificates/{bad_id}")
+    assert detail.status_code == 200 and "never used as trust" in detail.text
+    assert client.get(f"/console/p/acme/certificates/{bad_id}/download").status_code == 400
+    token = re.search(r'name="csrf" value="([^"]+)"', detail.text)
+    assert token is not None
+    deleted = client.post(
+        f"/console/p/acme/certificates/{bad_id}/delete",
+        data={"csrf": token.group(1)},
+        follow_redirects=False,
+    )
+    assert deleted.status_code == 303
+    assert call(client, "GET", "/v1/projects/acme/certificates").json()["total"] == 1

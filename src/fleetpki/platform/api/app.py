@@ -11,25 +11,35 @@ import hmac
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException
 
 from fleetpki import __version__
-from fleetpki.errors import ConflictError, FleetPKIError, InputError, NotFoundError
+from fleetpki.platform.api.errors import ApiError, BodyLimit, install_error_handlers
 from fleetpki.platform.app import Platform
-from fleetpki.platform.store.cas import MAX_UPLOAD_BYTES
+from fleetpki.platform.store.cas import MAX_CRL_BYTES, MAX_UPLOAD_BYTES
 
-# Oversized uploads get the store's precise message; this only bounds what is parsed at all.
-MAX_BASE64 = 4 * MAX_UPLOAD_BYTES
+# Request bodies are bounded before they are read: an upload's base64 (4/3 of its size, plus
+# line breaks) for CA certificates and CRLs, 64 KiB for every other JSON body.
+CA_BODY_LIMIT = 512 * 1024
+CRL_BODY_LIMIT = 2 * 1024 * 1024
+JSON_BODY_LIMIT = 64 * 1024
+MAX_OFFSET = 2**31 - 1  # databases take 32/64-bit offsets; larger is refused, not a crash
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+CONSOLE_BODY_LIMIT = 4 * 1024 * 1024  # a backstop: the console refuses > ~320 KiB with a page
+
+
+def body_limit(method: str, path: str) -> int:
+    """The most bytes a request body may have on ``method path``."""
+    if path.startswith("/console/"):
+        return CONSOLE_BODY_LIMIT
+    if method == "POST" and path.endswith("/certificates"):
+        return CA_BODY_LIMIT
+    if method == "POST" and path.endswith("/crls"):
+        return CRL_BODY_LIMIT
+    return JSON_BODY_LIMIT
 
 
 class Caller:
@@ -58,7 +68,7 @@ class ProjectIn(Model):
 
 
 class CertificateIn(Model):
-    certFile: str = Field(max_length=MAX_BASE64, description="base64 of PEM or DER")
+    certFile: str = Field(max_length=CA_BODY_LIMIT, description="base64 of PEM or DER")
     certType: Literal["root", "intermediate"] | None = None
 
 
@@ -67,7 +77,7 @@ class CertificatePatch(Model):
 
 
 class CrlIn(Model):
-    crlFile: str = Field(max_length=MAX_BASE64, description="base64 of PEM or DER")
+    crlFile: str = Field(max_length=CRL_BODY_LIMIT, description="base64 of PEM or DER")
 
 
 class DeviceIn(Model):
@@ -79,15 +89,14 @@ class DevicePatch(Model):
     enabled: bool | None = None
 
 
-def _b64(value: str, field: str) -> bytes:
+def _b64(value: str, field: str, limit: int) -> bytes:
     try:
-        return base64.b64decode("".join(value.split()), validate=True)
+        data = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "bad_request", f"{field} is not valid base64") from None
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    if len(data) > limit:
+        raise ApiError(413, "too_large", f"{field} too large ({len(data)} bytes, at most {limit})")
+    return data
 
 
 def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
@@ -102,39 +111,15 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
         "Authenticate with the x-api-key header.",
     )
 
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit_for=body_limit)
+
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         return response
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(FleetPKIError)
-    async def _fleetpki_error(_: Request, exc: FleetPKIError) -> JSONResponse:
-        if isinstance(exc, NotFoundError):
-            return _error(404, "not_found", str(exc))
-        if isinstance(exc, ConflictError):
-            return _error(409, "conflict", str(exc))
-        if isinstance(exc, InputError):
-            return _error(400, "bad_request", str(exc))
-        return _error(400, "bad_request", str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back: an upload may hold a private key.
-        parts = []
-        for error in exc.errors()[:3]:
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-            parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-        return _error(422, "invalid_request", "; ".join(parts))
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", str(exc.detail))
 
     def caller(x_api_key: Annotated[str | None, Header()] = None) -> Caller:
         if not x_api_key:
@@ -208,7 +193,7 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
 
     @app.post("/v1/projects/{projectId}/certificates", status_code=201, tags=["certificates"])
     def upload_certificate(projectId: str, body: CertificateIn, who: Auth) -> dict[str, Any]:
-        data = _b64(body.certFile, "certFile")
+        data = _b64(body.certFile, "certFile", MAX_UPLOAD_BYTES)
         items = store.upload_ca(project(projectId, who), data, body.certType)
         if len(items) == 1:
             return {"data": items[0]}
@@ -235,7 +220,7 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
 
     @app.post("/v1/projects/{projectId}/crls", status_code=201, tags=["certificates"])
     def upload_crl(projectId: str, body: CrlIn, who: Auth) -> dict[str, Any]:
-        data = _b64(body.crlFile, "crlFile")
+        data = _b64(body.crlFile, "crlFile", MAX_CRL_BYTES)
         return {"data": store.upload_crl(project(projectId, who), data)}
 
     @app.get("/v1/projects/{projectId}/crls", tags=["certificates"])
@@ -250,7 +235,7 @@ def create_app(platform: Platform, admin_key: str | None) -> FastAPI:
         projectId: str,
         who: Auth,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         items, total = store.list_devices(project(projectId, who), limit=limit, offset=offset)
         return {"list": items, "total": total}

@@ -8,13 +8,17 @@ into pages. It works without JavaScript; ``static/console.js`` only adds a copy 
 
 from __future__ import annotations
 
+import logging
+
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from fleetpki.db import short_db_error
 from fleetpki.errors import ConflictError, FleetPKIError, NotFoundError
-from fleetpki.platform.api.app import ApiError
+from fleetpki.platform.api.errors import ApiError
 from fleetpki.platform.app import Platform
 from fleetpki.platform.console import credentials, devices, settings, signin
 from fleetpki.platform.console.web import (
@@ -26,6 +30,7 @@ from fleetpki.platform.console.web import (
 )
 
 __all__ = ["create_console"]
+log = logging.getLogger("fleetpki.platform")
 
 
 def create_console(platform: Platform, admin_key: str | None) -> FastAPI:
@@ -43,7 +48,10 @@ def create_console(platform: Platform, admin_key: str | None) -> FastAPI:
         return response
 
     def error_page(request: Request, status: int, message: str) -> HTMLResponse:
-        visitor = console.visitor(request) if status != 401 else None
+        try:  # the header shows who is signed in, unless the store itself is the problem
+            visitor = console.visitor(request) if status not in (401, 503) else None
+        except sa.exc.SQLAlchemyError:
+            visitor = None
         return console.render(
             request, "error.html", visitor=visitor, status=status, status_code=status,
             message=message, project=None, section=None,
@@ -66,6 +74,15 @@ def create_console(platform: Platform, admin_key: str | None) -> FastAPI:
         if isinstance(exc, NotFoundError):
             return error_page(request, 404, str(exc))
         return error_page(request, 409 if isinstance(exc, ConflictError) else 400, str(exc))
+
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    async def _store(request: Request, exc: sa.exc.SQLAlchemyError) -> Response:
+        if isinstance(exc, sa.exc.IntegrityError):  # lost a race with another writer
+            return error_page(request, 409, "the change clashes with stored data: try again")
+        log.warning("console: database unavailable: %s", short_db_error(exc))
+        page = error_page(request, 503, f"the database is unavailable ({short_db_error(exc)})")
+        page.headers["Retry-After"] = "2"
+        return page
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:

@@ -104,6 +104,11 @@ def router(console: Console) -> APIRouter:
         visitor = console.require_visitor(request)
         found = console.project(visitor, project)
         ca = store.get_ca(project, ca_id)
+        if ca["problem"]:  # stored by an older version, unreadable now: it can only be deleted
+            return console.render(
+                request, "certificate.html", visitor=visitor, project=found, section=SECTION,
+                ca=ca, decoded=None, pem=None, names={},
+            )  # fmt: skip
         cert = store.get_ca_certificate(project, ca_id)
         decoded: dict[str, Any] = describe_certificate(cert)
         return console.render(
@@ -142,7 +147,8 @@ def router(console: Console) -> APIRouter:
         visitor = console.require_visitor(request)
         found = console.project(visitor, project)
         ca = store.get_ca(project, ca_id)
-        subject = ca["certificateContent"]["subject"]
+        content = ca["certificateContent"]
+        subject = content["subject"] if content else f"{ca_id[:8]} (unreadable)"
         asked = Confirmation(
             "Delete CA certificate",
             f"Delete the {ca['certType']} CA certificate {subject}? Devices whose certificates "

@@ -259,7 +259,13 @@ class Console:
         if length is None or not length.isdigit():
             raise PageError(411, "the form must be sent with a Content-Length")
         if int(length) > MAX_FORM_BYTES:
-            raise PageError(413, f"the form is too large (at most {MAX_FORM_BYTES} bytes)")
+            # Read what was sent first: a browser whose upload is cut off shows a reset
+            # connection, not this page (the API's body limit bounds how much that is).
+            async for _ in request.stream():
+                pass
+            raise PageError(
+                413, f"the file is too large (the form may have {MAX_FORM_BYTES} bytes)"
+            )
         return await request.form(max_files=1, max_fields=20)
 
     async def changed_form(self, request: Request) -> tuple[Visitor, FormData]:

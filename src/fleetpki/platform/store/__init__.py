@@ -7,6 +7,8 @@ authenticator caches), which every instance polls cheaply.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from fleetpki.errors import ConflictError, InputError, NotFoundError
-from fleetpki.formats import load_crl
+from fleetpki.formats import Kind, read_blocks
 from fleetpki.platform.store.base import (
     HEAD,
     MIGRATIONS,
@@ -24,8 +26,9 @@ from fleetpki.platform.store.base import (
     utcnow,
     validate_device_name,
 )
-from fleetpki.platform.store.cas import certificate_content, parse_ca_upload
+from fleetpki.platform.store.cas import MAX_CRL_BYTES, certificate_content, parse_ca_upload
 from fleetpki.platform.store.devices import MAX_STATE_BYTES, DevicePage, DeviceStore
+from fleetpki.platform.store.inspection import crl_signed_by, inspect_certificate, inspect_crl
 from fleetpki.platform.store.schema import ca_certificates, crls, projects
 from fleetpki.platform.store.sessions import ConsoleSession, SessionStore
 
@@ -36,11 +39,21 @@ __all__ = [
     "ConsoleSession",
     "DevicePage",
     "Store",
+    "StoredCrls",
     "hash_api_key",
     "new_id",
     "utcnow",
     "validate_device_name",
 ]
+log = logging.getLogger("fleetpki.platform")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCrls:
+    """A project's CRLs that can be read, and {issuer (RFC 4514): why} of those that cannot."""
+
+    crls: tuple[x509.CertificateRevocationList, ...]
+    unreadable: dict[str, str]
 
 
 class Store(DeviceStore, SessionStore):
@@ -50,7 +63,7 @@ class Store(DeviceStore, SessionStore):
 
     @staticmethod
     def _ca_object(row: Any) -> dict[str, Any]:
-        cert = x509.load_der_x509_certificate(row["der"])
+        content, problem = certificate_content(row["der"])
         return {
             "id": row["id"],
             "projectId": row["project_id"],
@@ -58,7 +71,8 @@ class Store(DeviceStore, SessionStore):
             "enabled": bool(row["enabled"]),
             "createdAt": iso_time(row["created_at"]),
             "fingerprintSha256": row["fingerprint"],
-            "certificateContent": certificate_content(cert),
+            "certificateContent": content,
+            "problem": problem,
         }
 
     def upload_ca(
@@ -82,7 +96,7 @@ class Store(DeviceStore, SessionStore):
                 for item in uploaded:
                     if item.fingerprint in existing:
                         raise ConflictError(
-                            f"{item.certificate.subject.rfc4514_string()} is already uploaded to "
+                            f"{item.inspected.name} is already uploaded to "
                             f"project {project_id!r} (same SHA-256 fingerprint)"
                         )
                 conn.execute(
@@ -127,8 +141,10 @@ class Store(DeviceStore, SessionStore):
         return self._ca_object(self._ca_row(project_id, ca_id))
 
     def get_ca_certificate(self, project_id: str, ca_id: str) -> x509.Certificate:
-        """The stored CA certificate itself (to decode or download); raises NotFoundError."""
-        return x509.load_der_x509_certificate(self._ca_row(project_id, ca_id)["der"])
+        """The stored CA certificate itself (to decode or download); raises NotFoundError,
+        InputError (a row stored by an older version that cannot be read)."""
+        row = self._ca_row(project_id, ca_id)
+        return inspect_certificate(row["der"], f"stored CA certificate {ca_id}").certificate
 
     def _ca_row(self, project_id: str, ca_id: str) -> Any:
         with self.reader.connect() as conn:
@@ -177,12 +193,16 @@ class Store(DeviceStore, SessionStore):
     def upload_crl(self, project_id: str, data: bytes) -> dict[str, Any]:
         """Store a CRL signed by one of the project's CA certificates; raises InputError."""
         self.get_project(project_id)
-        crl = load_crl(data)
+        if len(data) > MAX_CRL_BYTES:
+            raise InputError(f"CRL upload too large ({len(data)} bytes, at most {MAX_CRL_BYTES})")
+        blocks = read_blocks(data)
+        if [b.kind for b in blocks] != [Kind.CRL]:
+            found = ", ".join(b.kind.value for b in blocks)
+            raise InputError(f"expected one CRL, found {found}")
+        inspected = inspect_crl(blocks[0].der)
+        crl = inspected.crl
         anchors = [cert for _, cert, _ in self.trust_anchors(project_id)]
-        if not any(
-            a.subject == crl.issuer and crl.is_signature_valid(a.public_key())  # type: ignore[arg-type]
-            for a in anchors
-        ):
+        if not any(crl_signed_by(crl, anchor) for anchor in anchors):
             raise InputError("the CRL is not signed by any CA certificate of this project")
         crl_id = new_id()
         with self.engine.begin() as conn:
@@ -190,54 +210,94 @@ class Store(DeviceStore, SessionStore):
                 crls.insert().values(
                     id=crl_id,
                     project_id=project_id,
-                    issuer=crl.issuer.rfc4514_string(),
+                    issuer=inspected.issuer,
                     der=crl.public_bytes(Encoding.DER),
                     created_at=utcnow(),
                 )
             )
             self._bump(conn, "trust")
         self._changed()
-        return {"id": crl_id, "issuer": crl.issuer.rfc4514_string(), "revoked": len(crl)}
+        return {"id": crl_id, "issuer": inspected.issuer, "revoked": inspected.revoked}
 
     def list_crls(self, project_id: str) -> list[dict[str, Any]]:
-        """The project's CRLs, oldest upload first: issuer, thisUpdate, nextUpdate, entries."""
+        """The project's CRLs, oldest upload first: issuer, thisUpdate, nextUpdate, entries.
+
+        A stored CRL that cannot be read is listed with its issuer and ``problem`` (the times
+        and count None): its issuer's devices are refused until it is replaced.
+        """
         self.get_project(project_id)
         with self.reader.connect() as conn:
             rows = conn.execute(
-                sa.select(crls.c.id, crls.c.der, crls.c.created_at)
+                sa.select(crls.c.id, crls.c.issuer, crls.c.der, crls.c.created_at)
                 .where(crls.c.project_id == project_id)
                 .order_by(crls.c.created_at, crls.c.id)
             ).all()
         items = []
         for row in rows:
-            crl = x509.load_der_x509_crl(row.der)
-            items.append(
-                {
-                    "id": row.id,
-                    "projectId": project_id,
-                    "issuer": crl.issuer.rfc4514_string(),
-                    "thisUpdate": iso_time(crl.last_update_utc),
-                    "nextUpdate": iso_time(crl.next_update_utc),
-                    "entries": len(crl),
-                    "createdAt": iso_time(row.created_at),
-                }
-            )
+            item: dict[str, Any] = {
+                "id": row.id,
+                "projectId": project_id,
+                "issuer": row.issuer,
+                "thisUpdate": None,
+                "nextUpdate": None,
+                "entries": None,
+                "createdAt": iso_time(row.created_at),
+                "problem": None,
+            }
+            try:
+                inspected = inspect_crl(row.der, f"stored CRL {row.id}")
+            except InputError as exc:
+                item["problem"] = str(exc)
+            else:
+                crl = inspected.crl
+                item["thisUpdate"] = iso_time(crl.last_update_utc)
+                item["nextUpdate"] = iso_time(crl.next_update_utc)
+                item["entries"] = inspected.revoked
+            items.append(item)
         return items
 
     def trust_anchors(self, project_id: str) -> list[tuple[str, x509.Certificate, bool]]:
-        """Every CA certificate of the project as (id, certificate, enabled)."""
+        """Every readable CA certificate of the project as (id, certificate, enabled).
+
+        A row that cannot be read in full (stored by an older version) is left out, and logged:
+        it can never be an anchor, and it must not break the others.
+        """
         with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(ca_certificates.c.id, ca_certificates.c.der, ca_certificates.c.enabled)
                 .where(ca_certificates.c.project_id == project_id)
                 .order_by(ca_certificates.c.created_at)
             ).all()
-        return [(r.id, x509.load_der_x509_certificate(r.der), bool(r.enabled)) for r in rows]
+        anchors = []
+        for row in rows:
+            try:
+                cert = inspect_certificate(row.der, f"stored CA certificate {row.id}").certificate
+            except InputError as exc:
+                log.warning("project %s: %s; it is not used as trust", project_id, exc)
+                continue
+            anchors.append((row.id, cert, bool(row.enabled)))
+        return anchors
 
-    def project_crls(self, project_id: str) -> list[x509.CertificateRevocationList]:
+    def project_crls(self, project_id: str) -> StoredCrls:
+        """The project's readable CRLs, and the issuers of stored CRLs that cannot be read.
+
+        A CRL row that cannot be read (stored by an older version) is not skipped silently:
+        its issuer's certificates are refused ("revocation cannot be checked").
+        """
         with self.reader.connect() as conn:
-            ders = conn.execute(sa.select(crls.c.der).where(crls.c.project_id == project_id))
-            return [x509.load_der_x509_crl(der) for der in ders.scalars()]
+            rows = conn.execute(
+                sa.select(crls.c.id, crls.c.issuer, crls.c.der).where(
+                    crls.c.project_id == project_id
+                )
+            ).all()
+        readable, unreadable = [], {}
+        for row in rows:
+            try:
+                readable.append(inspect_crl(row.der, f"stored CRL {row.id}").crl)
+            except InputError as exc:
+                log.warning("project %s: %s; its issuer's devices are refused", project_id, exc)
+                unreadable[row.issuer] = str(exc)
+        return StoredCrls(tuple(readable), unreadable)
 
     def project_exists(self, project_id: str) -> bool:
         with self.reader.connect() as conn:

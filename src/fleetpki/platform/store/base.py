@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from fleetpki import db
 from fleetpki.errors import ConflictError, InputError, NotFoundError
-from fleetpki.naming import validate_project_slug
+from fleetpki.naming import SLUG_PATTERN, validate_project_slug
 from fleetpki.platform.store.schema import (
     api_keys,
     auth_events,
@@ -125,6 +125,8 @@ class StoreBase:
 
     def get_project(self, slug: str) -> dict[str, Any]:
         """The project; raises NotFoundError."""
+        if not SLUG_PATTERN.fullmatch(slug):  # no such project can exist: no query needed
+            raise NotFoundError(f"no project {slug[:63]!r}")
         with self.reader.connect() as conn:
             row = conn.execute(sa.select(projects).where(projects.c.id == slug)).mappings().first()
         if row is None:
